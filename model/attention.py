@@ -1,0 +1,127 @@
+"""Causal self-attention with grouped-query heads, and the one seam to the attention kernels.
+
+Backends (config.attention):
+- `naive`: the explicit masked softmax below - the readable reference and the model's test oracle;
+- `sdpa`:  torch's F.scaled_dot_product_attention (fused CPU/CUDA kernels chosen by PyTorch);
+- `triton`: our FlashAttention-2 kernel from kernels/flash_attention.py;
+- `auto`:  triton on CUDA when it works for this shape, else sdpa; `resolve_backend` says why.
+An explicitly requested backend that cannot run raises: a silent fallback would make benchmarks lie.
+
+Legend: B batch, T query length, Tk key length (T + cached positions), C n_embd, H query heads,
+Hkv key/value heads, D head size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels.reference import causal_mask, repeat_kv
+from model.cache import KVCache
+from model.config import GPTConfig
+from model.layers import apply_rope
+
+TRITON_HEAD_SIZES = (16, 32, 64, 128)
+
+
+class BackendError(RuntimeError):
+    """The requested attention backend cannot run here; the message says why and what would."""
+
+
+def resolve_backend(config: GPTConfig, device: torch.device) -> tuple[str, str]:
+    """(backend, reason): which attention implementation runs for this config on this device, and why."""
+    requested = config.attention
+    if requested in ("naive", "sdpa"):
+        return requested, "requested"
+    problem = _triton_problem(config, device)
+    if requested == "triton":
+        if problem:
+            raise BackendError(f"attention='triton' cannot run: {problem}; use attention='sdpa' or 'auto'")
+        return "triton", "requested"
+    if problem is None and device.type == "cuda":
+        return "triton", "auto: CUDA device and the Triton kernel supports this shape"
+    return "sdpa", f"auto: {problem or 'not a CUDA device (the Triton kernel on CPU runs only interpreted)'}"
+
+
+def _triton_problem(config: GPTConfig, device: torch.device) -> str | None:
+    from kernels import triton_status
+
+    usable, reason = triton_status()
+    if not usable:
+        return reason
+    if config.head_size not in TRITON_HEAD_SIZES:
+        return f"head size {config.head_size} is not one of {TRITON_HEAD_SIZES}"
+    if config.dropout > 0:
+        return "the Triton kernel has no attention dropout (dropout must be 0)"
+    try:
+        import kernels.flash_attention  # noqa: F401
+    except ImportError as err:
+        return f"the Triton attention kernel is not available ({err})"
+    return None
+
+
+def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                    dropout: nn.Module) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(D) masked) V, written out. mask: broadcastable to (B, H, T, Tk), True = may attend."""
+    k, v = repeat_kv(k, q.shape[1] // k.shape[1]), repeat_kv(v, q.shape[1] // v.shape[1])  # (B, H, Tk, D)
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, T, Tk)
+    att = att.masked_fill(~mask, float("-inf"))
+    att = torch.softmax(att.float(), dim=-1).to(q.dtype)  # softmax in fp32 for stability under autocast
+    return dropout(att) @ v  # (B, H, T, D)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_size = config.n_head, config.n_kv_head, config.head_size
+        self.layer_idx = layer_idx
+        kv_dim = 2 * config.n_kv_head * config.head_size
+        self.c_attn = nn.Linear(config.n_embd, config.n_embd + kv_dim, bias=config.bias)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout_p = config.dropout
+        self.fused_rope = "rope" in config.fused
+
+    def forward(self, x: torch.Tensor, backend: str, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: KVCache | None = None, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, C = x.shape
+        kv_dim = self.n_kv_head * self.head_size
+        q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=2)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, Hkv, T, D)
+        if rope is not None:
+            q = apply_rope(q, *rope, fused=self.fused_rope)
+            k = apply_rope(k, *rope, fused=self.fused_rope)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, Tk, D)
+        y = self._attend(q, k, v, backend, padding_mask)  # (B, H, T, D)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str,
+                padding_mask: torch.Tensor | None) -> torch.Tensor:
+        T, Tk = q.shape[2], k.shape[2]
+        if backend == "triton":
+            if padding_mask is not None:
+                raise BackendError("attention='triton' does not take a padding mask; use 'sdpa' or 'naive'")
+            from kernels.flash_attention import flash_attention
+
+            return flash_attention(q, k, v, causal=True)
+        mask = None
+        if padding_mask is not None or T != Tk or backend == "naive":
+            mask = causal_mask(T, Tk, q.device)  # (T, Tk), bottom-right aligned when T < Tk
+            if padding_mask is not None:
+                # (B, 1, T, Tk): real keys only; every query keeps itself so no row is empty (no NaN).
+                itself = torch.arange(Tk, device=q.device)[None, :] == torch.arange(T, device=q.device)[:, None] + (
+                    Tk - T)  # (T, Tk): query i is position i + Tk - T
+                mask = mask & (padding_mask[:, None, None, :] | itself)
+        if backend == "naive":
+            return naive_attention(q, k, v, mask, self.attn_dropout)
+        p = self.dropout_p if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None,
+                                              enable_gqa=self.n_kv_head != self.n_head)

@@ -1,0 +1,111 @@
+"""Checkpoints: written atomically, read without executing pickled code.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts saved with `torch.save` and read with
+`torch.load(weights_only=True)`, which refuses arbitrary pickled objects: a checkpoint from a stranger cannot run
+code on your machine. Writing goes to a temporary file in the same directory, is fsynced, then renamed over the
+target, so a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model import GPT, ConfigError, GPTConfig
+from train.errors import CgptError
+
+FORMAT = "chinchilla-gpt/checkpoint"
+VERSION = 1
+
+
+def atomic_write(path: str | Path, write: Any) -> None:
+    """Call `write(file_object)` on a temporary file next to `path`, fsync it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save `state` (plain types and tensors only) atomically, stamped with the format and version."""
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with `weights_only=True`; a clear error if it is missing, corrupt or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CgptError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated file, foreign pickle, ...
+        raise CgptError(f"{path}: not a loadable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CgptError(f"{path}: not a chinchilla-gpt checkpoint (expected format {FORMAT!r})")
+    if state.get("version") != VERSION:
+        raise CgptError(f"{path}: checkpoint version {state.get('version')} is not supported (expected {VERSION})")
+    return state
+
+
+def save_model(path: str | Path, model: GPT, **extra: Any) -> None:
+    """Weights + config (+ anything in `extra`, e.g. the tokenizer hash), enough to rebuild the model."""
+    save_checkpoint(path, {"model_config": model.config.to_dict(), "model": model.state_dict(), **extra})
+
+
+def model_from_state(state: dict[str, Any], where: str | Path, **config_overrides: Any) -> GPT:
+    """Rebuild a GPT from a loaded checkpoint dict; errors name the checkpoint file."""
+    try:
+        config = GPTConfig.from_dict({**state["model_config"], **config_overrides})
+    except (KeyError, ConfigError, TypeError) as err:
+        raise CgptError(f"{where}: bad model_config in checkpoint ({err})") from None
+    model = GPT(config)
+    load_weights(model, state["model"], where)
+    return model
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str | Path) -> None:
+    """load_state_dict with a one-line error that names the file and the first mismatching tensors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape of {k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}")
+        raise CgptError(f"{where}: checkpoint does not match the model ({'; '.join(parts)})")
+    model.load_state_dict(weights)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", **config_overrides: Any
+               ) -> tuple[GPT, dict[str, Any]]:
+    """(model, checkpoint dict) from a file written by `save_model` or by the training loop."""
+    state = load_checkpoint(path, map_location)
+    return model_from_state(state, path, **config_overrides), state
