@@ -87,6 +87,9 @@ class GPTConfig:
         return 64 * -(-(8 * self.n_embd // 3) // 64)
 
     def replace(self, **changes: Any) -> GPTConfig:
+        """A copy with `changes`; a multi-head config given a new n_head stays multi-head."""
+        if "n_head" in changes and "n_kv_head" not in changes and self.n_kv_head == self.n_head:
+            changes["n_kv_head"] = None
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -104,6 +104,9 @@ class GPT(nn.Module):
         rope = None
         if self.config.positions == "rope":
             cos, sin = self.rope_cos.float()[pos], self.rope_sin.float()[pos]  # (T, D/2) or (B, T, D/2)
+            if pos.dim() == 2 and "rope" in self.config.fused:
+                raise ValueError("the fused rope kernel takes one position per time step; a padding mask "
+                                 "needs fused kernels without 'rope'")
             rope = (cos, sin) if pos.dim() == 1 else (cos[:, None], sin[:, None])  # (B, 1, T, D/2)
         for block in self.transformer.h:
             x = block(x, backend=backend, rope=rope, cache=cache, padding_mask=padding_mask)

@@ -12,3 +12,8 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Under pytest-xdist each worker is a process: one torch thread each, or two workers on two cores
+# oversubscribe the CPU and every matmul slows down many times over.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)

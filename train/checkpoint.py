@@ -109,3 +109,40 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", **con
     """(model, checkpoint dict) from a file written by `save_model` or by the training loop."""
     state = load_checkpoint(path, map_location)
     return model_from_state(state, path, **config_overrides), state
+
+
+# --- random number generator states: part of every training checkpoint, so a resumed run is exact ---------
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every global RNG state (torch CPU and CUDA, numpy, python) as weights-only-loadable types."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(_as_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(x: Any) -> Any:
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x

@@ -17,12 +17,19 @@ from train.errors import CgptError
 
 # name -> module that provides `add_parser(subparsers)`
 COMMANDS: dict[str, str] = {
+    "pretrain": "train.pretrain_cli",
+    "sample": "train.sample",
     "info": "train.info",
+    "prepare": "train.prepare_cli",
+    "plan": "train.plan_cli",
 }
 
 # `cgpt bench NAME`: name -> module that provides `add_parser(subparsers)`
 BENCHES: dict[str, str] = {
     "generate": "train.bench_generate",
+    "kernels": "kernels.bench",
+    "tokenizer": "train.bench_tokenizer",
+    "prepare": "train.bench_prepare",
 }
 
 

@@ -55,3 +55,8 @@ def test_presets_build_and_unknown_preset_errors() -> None:
     assert GPT(preset("debug")).num_params() > 0
     with pytest.raises(ConfigError, match="preset='nope'"):
         preset("nope")
+
+
+def test_replacing_n_head_keeps_multi_head_and_keeps_explicit_groups() -> None:
+    assert preset("baby").replace(n_head=2).n_kv_head == 2
+    assert preset("debug").replace(n_head=8).n_kv_head == 2  # GQA stays as asked

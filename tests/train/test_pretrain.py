@@ -1,0 +1,220 @@
+"""Pretraining end to end on a tiny corpus: run layout, exact token horizon, exact resume after SIGKILL,
+refusals that protect data, and a non-finite loss that stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import preset
+from train.checkpoint import load_checkpoint
+from train.cli import main
+from train.data import prepare
+from train.errors import CgptError
+from train.loop import TrainConfig
+from train.pretrain import PretrainTask, pretrain
+
+TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(400))
+TINY = [
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "4",
+    "--eval-batches",
+    "2",
+    "--log-every",
+    "1",
+    "--no-progress",
+    "--seed",
+    "7",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "a.txt").write_text(TEXT)
+    prepare([str(root / "a.txt")], "char", root / "data")
+    return root / "data"
+
+
+def _losses(run: Path) -> list[tuple[int, float, float | None]]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"], r.get("val_loss")) for r in records]
+
+
+def test_run_directory_describes_itself(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                str(data_dir),
+                "--out",
+                str(run),
+                "--max-steps",
+                "6",
+                "--eval-every",
+                "3",
+                "--checkpoint-every",
+                "3",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("val_loss", "train_loss", "tokens", "steps", "params", "wall_s", "tokens_per_s", "mfu"):
+        assert key in summary
+    assert summary["steps"] == 6 and summary["tokens"] == 6 * 4 * 16  # stops exactly at the horizon
+    assert summary["mfu"] == "unknown"  # a CPU is not in the peak table: no guess
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu"} <= set(records[0])
+    assert records[2]["val_loss"] is not None and "val_loss" not in records[0]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["n_layer"] == 1 and config["train"]["max_steps"] == 6
+    ckpt = load_checkpoint(run / "checkpoints" / "step-00000006.pt")
+    assert ckpt["loop"]["step"] == 6 and ckpt["tokenizer_hash"] == config["data"]["tokenizer_hash"]
+    assert {"torch", "numpy", "python"} <= set(ckpt["rng"]) and "sampler" in ckpt["task"]
+    assert (run / "checkpoints" / "best.pt").exists() and (run / "tokenizer").is_dir()
+
+
+def test_warmup_then_cosine_to_a_tenth(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    main(
+        [
+            "pretrain",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(run),
+            "--max-steps",
+            "10",
+            "--warmup-steps",
+            "2",
+            "--lr",
+            "1e-2",
+            "--eval-every",
+            "10",
+            *TINY,
+        ]
+    )
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(5e-3) and lrs[1] == pytest.approx(1e-2)
+    assert lrs[-1] == pytest.approx(1e-3) and all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(data_dir: Path, tmp_path: Path) -> None:
+    args = [
+        "--data",
+        str(data_dir),
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "10",
+        "--dropout",
+        "0.1",
+        *TINY,
+    ]  # dropout: the torch RNG state must be restored too
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert main(["pretrain", "--out", str(full), *args]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train.cli", "pretrain", "--out", str(killed), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    target = killed / "checkpoints" / "step-00000020.pt"
+    deadline = time.time() + 120
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert target.exists() and not (killed / "summary.json").exists(), "the run was not killed part-way"
+    assert main(["pretrain", "--out", str(killed), "--resume", "--data", str(data_dir), "--no-progress"]) == 0
+    assert _losses(killed) == _losses(full)
+    a = load_checkpoint(full / "checkpoints" / "step-00000040.pt")["model"]
+    b = load_checkpoint(killed / "checkpoints" / "step-00000040.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_existing_run_is_refused_unless_resume_or_force(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    base = ["pretrain", "--data", str(data_dir), "--out", str(run), "--max-steps", "2", *TINY]
+    assert main(base) == 0
+    before = (run / "metrics.jsonl").read_text()
+    assert main(base) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "metrics.jsonl").read_text() == before
+    assert main([*base, "--force"]) == 0
+
+
+def test_more_tokens_than_the_data_needs_allow_repeat(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["pretrain", "--data", str(data_dir), "--out", str(tmp_path / "r"), "--max-steps", "2000", *TINY]
+    assert main(base) == 1
+    err = capsys.readouterr().err
+    assert "epochs" in err and "--allow-repeat" in err and err.count("\n") == 1
+
+
+def test_missing_data_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pretrain", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 1
+    assert "meta.json" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_loss = PretrainTask.loss
+    calls = {"n": 0}
+
+    def loss_that_explodes(self: PretrainTask, model: torch.nn.Module, batch: object) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real_loss(self, model, batch)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(PretrainTask, "loss", loss_that_explodes)
+    train = TrainConfig(max_steps=8, batch_size=4, eval_every=2, checkpoint_every=2, eval_batches=1)
+    model = preset("debug", vocab_size=64, block_size=16)
+    with pytest.raises(CgptError, match=r"non-finite loss \(nan\) at step 5.*step-00000004\.pt"):
+        pretrain(data_dir, tmp_path / "run", model, train, progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000004.pt")
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_sample_streams_text_from_a_run(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(data_dir), "--out", str(run), "--max-steps", "3", *TINY]) == 0
+    capsys.readouterr()
+    args = ["sample", "--run", str(run), "--prompt", "line 1", "--max-new-tokens", "12", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("line 1")  # seeded: reproducible
+    assert main([*args[:-2], "--temperature", "0", "--num-samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- sample") == 2
+    assert main(["sample", "--run", str(tmp_path / "nope"), "--prompt", "x"]) == 1
+    assert "run directory not found" in capsys.readouterr().err

@@ -1,0 +1,55 @@
+"""Character-level typos for robustness evaluation: swap, drop and insert letters inside words.
+
+The edits are those of Belinkov & Bisk 2018 ("Synthetic and Natural Noise Both Break Neural Machine
+Translation") and Pruthi et al. 2019 ("Combating Adversarial Misspellings"). Each word is hit independently
+with probability `rate`, and a hit word gets one edit chosen uniformly among those that change it: swap two
+adjacent, different characters; drop a character (only from words of two or more, so no word disappears);
+insert a random lower-case letter. The word count never changes, so tags stay aligned.
+Randomness comes only from the `random.Random` passed in: the same seed gives the same typos.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections.abc import Sequence
+
+EDITS = ("swap", "drop", "insert")
+
+
+def _edits(word: str) -> list[str]:
+    """The edits that would change `word`."""
+    edits = ["insert"]
+    if len(word) >= 2:
+        edits.append("drop")
+    if any(a != b for a, b in zip(word, word[1:], strict=False)):
+        edits.append("swap")
+    return edits
+
+
+def typo_word(word: str, rng: random.Random) -> str:
+    """One random edit that changes `word`."""
+    edit = rng.choice(_edits(word))
+    if edit == "swap":
+        i = rng.choice([i for i in range(len(word) - 1) if word[i] != word[i + 1]])
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    if edit == "drop":
+        i = rng.randrange(len(word))
+        return word[:i] + word[i + 1 :]
+    i = rng.randrange(len(word) + 1)
+    return word[:i] + rng.choice(string.ascii_lowercase) + word[i:]
+
+
+def typo_words(words: Sequence[str], rate: float, rng: random.Random) -> list[str]:
+    """Each word edited with probability `rate`; as many words out as in (for tagging)."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"typo rate={rate} must be in [0, 1]")
+    return [typo_word(w, rng) if w and rng.random() < rate else w for w in words]
+
+
+def typo(text: str, rate: float, rng: random.Random) -> str:
+    """`text` with typos in a `rate` fraction of its words; whitespace is kept as it was."""
+    parts = re.split(r"(\s+)", text)  # words at even indices, the whitespace between them at odd ones
+    parts[::2] = typo_words(parts[::2], rate, rng)
+    return "".join(parts)

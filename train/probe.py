@@ -1,0 +1,87 @@
+"""A throughput probe: this machine's achieved training FLOP/s, for `cgpt plan --minutes`.
+
+The probe builds a plan's model, runs a couple of warm-up steps (allocation, kernel selection, caches), then
+times whole training steps (forward, backward, AdamW) on random tokens, at the plan's micro-batch and context.
+FLOPs are counted with `model.flops.flops_per_token` (6 N_matmul + 12 L H Q T per token: Kaplan et al. 2020,
+PaLM App. B, nanoGPT's MFU), so achieved FLOP/s x seconds is the work a training run of that shape does.
+Device and autocast dtype come from train/hardware.py, as in training: bf16 on a GPU that has it (Chinchilla
+trained in bf16), fp32 on a CPU. Weights and tokens come from a seeded generator, so a probe is repeatable up
+to timing noise. The figure leaves out data loading, evaluation and checkpoints: leave some slack for those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from model.config import GPTConfig
+from model.flops import flops_per_token
+from model.gpt import GPT
+from train import hardware
+from train.errors import CgptError
+from train.plan import Plan
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when there is a GPU, else the CPU; a missing GPU is an error, not a fallback."""
+    try:
+        return hardware.resolve_device(name)
+    except (ValueError, RuntimeError) as err:
+        raise CgptError(f"--device={name!r} cannot be used: {err}") from None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_flops_per_s(
+    config: GPTConfig,
+    batch_size: int,
+    device: torch.device,
+    seconds: float = 1.0,
+    seed: int = 0,
+    warmup: int = 2,
+) -> float:
+    """Achieved training FLOP/s for `config` at `batch_size` sequences of `config.block_size` tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    model = GPT(config, generator).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(config.vocab_size, (batch_size, config.block_size + 1), generator=generator)
+    x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)  # (B, T) inputs and next-token targets
+    dtype = hardware.resolve_dtype("auto", device)  # bf16 autocast on a GPU that has it, as training uses
+
+    def step() -> None:
+        with hardware.autocast(device, dtype):
+            _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    steps, start = 0, time.perf_counter()
+    while True:
+        step()
+        steps += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and steps >= 2:
+            break
+    return flops_per_token(config) * batch_size * config.block_size * steps / elapsed
+
+
+def make_probe(device: torch.device, seconds: float = 1.0, seed: int = 0) -> Callable[[Plan], float]:
+    """`measure(plan) -> FLOP/s` for `plan_for_minutes`, probing each distinct shape once."""
+    measured: dict[tuple[int, ...], float] = {}
+
+    def measure(plan: Plan) -> float:
+        key = (plan.n_layer, plan.n_embd, plan.n_head, plan.batch_size, plan.block_size, plan.vocab_size)
+        if key not in measured:
+            measured[key] = measure_flops_per_s(plan.model_config(), plan.batch_size, device, seconds, seed)
+        return measured[key]
+
+    return measure
