@@ -413,6 +413,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _filled(rows: Sequence[dict]) -> list[str]:
+    """The keys of rows, in order, that hold a value in at least one row."""
+    return [k for k in dict.fromkeys(k for r in rows for k in r) if any(r.get(k) is not None for r in rows)]
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0, or 1 when our kernel fails the correctness gate."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -424,21 +429,20 @@ def run(args: argparse.Namespace) -> int:
     if device == "cuda":
         meta["matmul_tflops"] = tflops = measure_matmul_tflops(device)
         print(f"  matmul: bf16 8192^3 at {tflops:.0f} TFLOP/s (utilisation = TFLOP/s / this)")
-        modes = [m for m in MODES if m in args.modes]
-        rows = run_attention_bench(default_shapes(args.quick), providers, modes, device, tflops)
-        print(format_table(rows, TIMED_COLUMNS.split()))
+        shapes, modes, columns = (
+            default_shapes(args.quick),
+            [m for m in MODES if m in args.modes],
+            TIMED_COLUMNS,
+        )
     else:
-        rows = run_attention_bench(check_shapes(), providers, (), device)
-        print(format_table(rows, CHECKED_COLUMNS.split()))
-        print(
-            "timings need a CUDA GPU: only the correctness pass ran (Triton CPU interpreter, float64 oracle)"
-        )
+        print("no CUDA device: correctness only (Triton CPU interpreter, float64 oracle); timings need a GPU")
+        shapes, modes, columns, tflops = check_shapes(), (), CHECKED_COLUMNS, None
+    rows = []
+    for shape in shapes:  # one table per shape, printed as it completes
+        rows += (new := run_attention_bench([shape], providers, modes, device, tflops))
+        print(format_table(new, columns.split()), end="\n\n")
     lm = lm_kernel_rows(args.quick, device)
-    print(
-        format_table(
-            lm, [k for k in dict.fromkeys(k for r in lm for k in r) if any(r[k] is not None for r in lm)]
-        )
-    )
+    print(format_table(lm, _filled(lm)))
     for path in write_results(args.out, meta, rows, lm):
         print(f"wrote {path}")
     return int(any(r["provider"] == "triton" and r["status"] == "FAILED" for r in rows))

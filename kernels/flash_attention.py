@@ -38,6 +38,7 @@ SUPPORTED_HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E: float = math.log2(math.e)
 INTERPRETER_CONFIG: dict[str, int] = {"BLOCK_M": 64, "BLOCK_N": 64}  # big blocks: the interpreter is serial
+AUTOTUNE_MIN_WORK: int = 512 * 512  # Tq * Tk below this: no autotuning on the GPU
 
 
 def supported_head_dims() -> tuple[int, ...]:
@@ -287,7 +288,8 @@ def _configs(candidates: list[tuple[int, int, int, int]]) -> list[triton.Config]
 def _prune(resident: str, streamed: str, acc_tiles: int) -> Callable[..., list[triton.Config]]:
     """Drop configs whose tiles overflow shared memory (Hopper: 227 KiB per block) or whose fp32
     accumulators (acc_tiles x resident rows x D) need more than 64 registers per thread (they would spill,
-    and compile slowly). Keeps the first config if none fits."""
+    and compile slowly). Small problems (decode steps, tests) keep only the first config left: one compile,
+    no tuning."""
 
     def prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
         args = {**named_args, **kwargs}  # the launch's arguments, by name
@@ -298,7 +300,8 @@ def _prune(resident: str, streamed: str, acc_tiles: int) -> Callable[..., list[t
             smem = elem * head_dim * (2 * rows + 2 * cols * c.num_stages)  # an upper bound
             if smem <= 200 * 1024 and acc_tiles * rows * head_dim <= 64 * 32 * c.num_warps:
                 kept.append(c)
-        return kept or configs[:1]
+        small = args["seqlen_q"] * args["seqlen_k"] < AUTOTUNE_MIN_WORK
+        return (kept or configs)[: 1 if small else len(configs)]
 
     return prune
 
@@ -323,7 +326,8 @@ _attn_bwd_dq_tuned = triton.autotune(  # resident queries: BLOCK_M; streamed key
 
 def _launch(kernel: triton.JITFunction, tuned: triton.runtime.Autotuner, grid: tuple[str, int, int],
             args: tuple, constexprs: dict[str, object]) -> None:  # fmt: skip
-    """Autotune on a GPU (decided per call, from the tensors' device); one fixed config in the interpreter.
+    """Autotune on a GPU (decided per call, from the tensors' device; see _prune); one fixed config in the
+    interpreter.
     grid = (the block tiling axis 0, the length it tiles, the number of programs along axis 1)."""
     axis0, length, n_programs = grid
     if args[0].is_cuda:
@@ -453,6 +457,10 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         )
     if k.device != q.device or v.device != q.device:
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if not q.is_cuda and isinstance(_attn_fwd, triton.JITFunction):  # compiled kernels need a GPU
+        raise ValueError(
+            f"tensors on {q.device} need Triton's CPU interpreter: set TRITON_INTERPRET=1 before import"
+        )
 
 
 def flash_attention(

@@ -187,7 +187,7 @@ class TagHead(Head):
         return cross_entropy(outputs, batch["labels"])
 
     def predict(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return outputs.argmax(-1)  # (B, T); train/tasks.py reads them back per word
+        return outputs.argmax(-1)  # (B, T); train/encode.py reads them back per word
 
 
 @register_head("generate")

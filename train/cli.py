@@ -12,7 +12,6 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from model.config import ConfigError
 from train.errors import CgptError
 
 # name -> module that provides `add_parser(subparsers)`
@@ -22,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "info": "train.info",
     "prepare": "train.prepare_cli",
     "plan": "train.plan_cli",
+    "finetune": "train.finetune_cli",
+    "evaluate": "train.evaluate",
+    "predict": "train.predict",
 }
 
 # `cgpt bench NAME`: name -> module that provides `add_parser(subparsers)`
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from model.config import ConfigError  # imports torch: not at module level (prepare's workers import us)
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -5,9 +5,11 @@ and `val` are 1-D memmaps of token ids, `meta` is meta.json, `tokenizer` the tok
 
 `RandomWindowSampler` draws batch_size windows of block_size + 1 tokens at uniformly random offsets, as
 nanoGPT's `get_batch` does; inputs are the first block_size tokens of a window, targets the last. Its
-randomness is one `torch.Generator` seeded from (seed, rank) through numpy's `SeedSequence`, so each
-data-parallel rank draws its own windows, and `state_dict()` holds the generator state: a restored sampler
-draws exactly the batches the original would have drawn. `iterate_sequential` walks the validation split in
+randomness is one `torch.Generator` seeded from `seed` through numpy's `SeedSequence`. Under data
+parallelism every rank draws the same *global* batch of world_size x batch_size offsets and keeps its own
+slice, so ranks see distinct windows and K ranks together train on exactly the batches one process with a
+K-times larger batch would (the DDP test relies on it). `state_dict()` holds the generator state: a restored
+sampler draws exactly the batches the original would have drawn. `iterate_sequential` walks the validation split in
 order, in non-overlapping windows from the start, so every evaluation sees the same tokens.
 
 Shapes: B = batch_size, T = block_size.
@@ -109,9 +111,9 @@ def _check_length(tokens: np.ndarray, block_size: int) -> None:
         )
 
 
-def rank_seed(seed: int, rank: int) -> int:
-    """A 63-bit seed for `rank`'s generator: independent streams for each (seed, rank)."""
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+def stream_seed(seed: int) -> int:
+    """A well-mixed 63-bit generator seed from a user seed (1, 2, 3 ... give unrelated streams)."""
+    return int(np.random.SeedSequence([seed, 0]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class RandomWindowSampler:
@@ -133,13 +135,15 @@ class RandomWindowSampler:
         _check_length(tokens, block_size)
         self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.generator = torch.Generator().manual_seed(rank_seed(seed, rank))
+        self.generator = torch.Generator().manual_seed(stream_seed(seed))  # the same stream on every rank
         self.batches = 0  # batches drawn so far
 
     def next_batch(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
         """(inputs, targets), each (B, T) int64; targets are the inputs shifted left by one token."""
         high = len(self.tokens) - self.block_size  # a window starting at high - 1 ends at the last token
-        starts = torch.randint(high, (self.batch_size,), generator=self.generator).numpy()  # (B,)
+        B = self.batch_size
+        starts = torch.randint(high, (self.world_size * B,), generator=self.generator).numpy()  # global batch
+        starts = starts[self.rank * B : (self.rank + 1) * B]  # (B,): this rank's slice
         x, y = _windows(self.tokens, starts, self.block_size)
         self.batches += 1
         return to_device(x, device), to_device(y, device)
@@ -163,7 +167,7 @@ class RandomWindowSampler:
                     f"sampler state: {key}={state[key]} was saved, but this sampler has "
                     f"{key}={getattr(self, key)}; resume with the same data settings"
                 )
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # a checkpoint may have been mapped to a GPU
         self.batches = int(state["batches"])
 
 

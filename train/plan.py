@@ -223,6 +223,9 @@ def estimate_seconds(plan: Plan, flops_per_s: float) -> float:
     return plan.tokens * flops_per_token(plan.model_config()) / flops_per_s
 
 
+MAX_STEP = math.log(100.0)  # plan_for_minutes changes C at most 100x per probe
+
+
 def plan_for_minutes(
     minutes: float,
     measure: Callable[[Plan], float],
@@ -236,7 +239,8 @@ def plan_for_minutes(
 
     Throughput depends on the shape and the shape on the budget, so this solves est_seconds(plan(C)) = target
     for C: a fixed-point step C <- C x target / est first, then secant steps on log C, which stay fast where
-    throughput grows almost as fast as C (small models on a GPU). It stops within `tol` of the target and
+    throughput grows almost as fast as C (small models on a GPU), each step at most 100x in C so a noisy
+    measurement cannot send the probe to a model too big for memory. It stops within `tol` of the target and
     returns the closest plan found. `options` are passed to `make_plan`.
     """
     scaling.check_positive("minutes", minutes)
@@ -252,8 +256,9 @@ def plan_for_minutes(
         if abs(miss) <= math.log1p(tol):
             break
         slope = 1.0 if prev is None or prev[0] == x else (miss - prev[1]) / (x - prev[0])
-        slope = min(max(slope, 0.1), 2.0)  # d log est / d log C = 1 - d log fps / d log C: in (0, 1] mostly
-        prev, x = (x, miss), x - miss / slope
+        slope = min(max(slope, 0.2), 2.0)  # d log est / d log C = 1 - d log fps / d log C: in (0, 1] mostly
+        step = max(-MAX_STEP, min(MAX_STEP, -miss / slope))  # timing noise must not fling C (and memory) away
+        prev, x = (x, miss), x + step
     plan, flops_per_s, est, _ = best
     return dataclasses.replace(
         plan, budget="minutes", budget_value=float(minutes), flops_per_s=flops_per_s, est_seconds=est

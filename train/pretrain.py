@@ -34,6 +34,7 @@ class PretrainTask(Task):
                  dist: D.DistInfo | None = None) -> None:
         self.config, self.data, self.train = model_config, data, train
         self.model = GPT(model_config, torch.Generator().manual_seed(train.seed))
+        self.dist = dist
         rank, world = (0, 1) if dist is None else (dist.rank, dist.world_size)
         self.sampler = RandomWindowSampler(data.train, model_config.block_size, train.batch_size, train.seed,
                                            rank, world)
@@ -46,13 +47,18 @@ class PretrainTask(Task):
         return loss
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        """Mean next-token loss over the first eval_batches windows of the validation split (fixed)."""
-        total, count = 0.0, 0
-        n = self.train.eval_batches or None
-        for x, y in iterate_sequential(self.data.val, self.config.block_size, self.train.batch_size, n, device):
-            _, loss = model(x, y)
-            total, count = total + loss.item() * y.numel(), count + y.numel()
-        return {"val_loss": total / count}
+        """Mean next-token loss over a fixed set of validation windows: the first eval_batches global batches
+        of the split, each rank scoring its slice - so the figure does not depend on the number of ranks."""
+        rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
+        B, n = self.train.batch_size, self.train.eval_batches or None
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x tokens, tokens
+        for x, y in iterate_sequential(self.data.val, self.config.block_size, B * world, n, device):
+            x, y = x[rank * B : (rank + 1) * B], y[rank * B : (rank + 1) * B]
+            if len(x):
+                _, loss = model(x, y)
+                sums += torch.tensor([loss.item() * y.numel(), y.numel()], dtype=torch.float64, device=device)
+        sums = D.all_reduce_mean(sums, self.dist)  # the ratio of means is the ratio of sums
+        return {"val_loss": (sums[0] / sums[1]).item()}
 
     def tokens_in(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
         return batch[0].numel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from typing import Any
 
 from model import GPTConfig, preset
@@ -69,9 +70,11 @@ def resolve(args: argparse.Namespace, vocab_size: int) -> tuple[GPTConfig, Train
 
 
 def _world_size() -> int:
-    import os
+    return int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
 
-    return int(os.environ.get("WORLD_SIZE", "1"))
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         train = dataclasses.replace(train, **config_overrides(args, TrainConfig))
     summary = pretrain(args.data, args.out, model, train, plan, resume=args.resume, force=args.force,
                        allow_repeat=args.allow_repeat, progress=not args.no_progress, parallel=args.parallel)
-    print(_summary_line(summary))
+    if _rank() == 0:
+        print(_summary_line(summary))
     return 0
 
 

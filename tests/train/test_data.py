@@ -250,6 +250,9 @@ def test_ranks_draw_distinct_windows() -> None:
     assert len({tuple(s.tolist()) for s in starts}) == 4
     assert len(set(torch.cat(starts).tolist())) > 60
     assert not torch.equal(starts[0], RandomWindowSampler(tokens, 8, 16, seed=8).next_batch()[0][:, 0])
+    # together the ranks draw exactly what one process with a 4x batch draws
+    single = RandomWindowSampler(tokens, 8, 64, seed=7).next_batch()[0][:, 0]
+    assert torch.equal(torch.cat(starts), single)
 
 
 def test_too_little_data_for_one_window_is_an_error(tmp_path) -> None:
@@ -271,6 +274,16 @@ def test_sequential_pass_is_in_order_and_complete() -> None:
     assert len(list(iterate_sequential(tokens, 10, 4, max_batches=2))) == 2
     again = list(iterate_sequential(tokens, 10, 4, max_batches=None))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_reach_cuda_through_pinned_memory() -> None:
+    tokens = np.arange(1000, dtype=np.uint16)
+    x, y = RandomWindowSampler(tokens, 16, 4, seed=0).next_batch("cuda")
+    x_cpu, y_cpu = RandomWindowSampler(tokens, 16, 4, seed=0).next_batch("cpu")
+    assert x.is_cuda and y.is_cuda and torch.equal(x.cpu(), x_cpu) and torch.equal(y.cpu(), y_cpu)
+    (vx, _), *_ = iterate_sequential(tokens, 16, 4, max_batches=1, device="cuda")
+    assert vx.is_cuda and torch.equal(vx.cpu()[0], torch.arange(16))
 
 
 def test_state_dict_is_weights_only_loadable() -> None:
