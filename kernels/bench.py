@@ -342,7 +342,9 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     )
 
 
-def write_results(out: Path, meta: dict, attention: list[dict], lm: list[dict]) -> list[Path]:
+def write_results(
+    out: Path, meta: dict, attention: list[dict], lm: list[dict], with_plot: bool = True
+) -> list[Path]:
     """attention.json (everything), attention.csv, lm_kernels.csv and attention.png (with matplotlib)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "attention.json"]
@@ -354,7 +356,7 @@ def write_results(out: Path, meta: dict, attention: list[dict], lm: list[dict]) 
                 writer.writeheader()
                 writer.writerows(rows)
             paths.append(path)
-    if plot(attention, out / "attention.png"):
+    if with_plot and plot(attention, out / "attention.png"):
         paths.append(out / "attention.png")
     return paths
 
@@ -441,6 +443,7 @@ def run(args: argparse.Namespace) -> int:
     for shape in shapes:  # one table per shape, printed as it completes
         rows += (new := run_attention_bench([shape], providers, modes, device, tflops))
         print(format_table(new, columns.split()), end="\n\n")
+        write_results(args.out, meta, rows, [], with_plot=False)  # a run cut short keeps what it measured
     lm = lm_kernel_rows(args.quick, device)
     print(format_table(lm, _filled(lm)))
     for path in write_results(args.out, meta, rows, lm):

@@ -81,7 +81,10 @@ def model_from_state(state: dict[str, Any], where: str | Path, **config_override
     except (KeyError, ConfigError, TypeError) as err:
         raise CgptError(f"{where}: bad model_config in checkpoint ({err})") from None
     model = GPT(config)
-    load_weights(model, state["model"], where)
+    weights = state["model"]
+    if "head" in state:  # a fine-tuned TaskModel: keep the backbone, drop the head
+        weights = {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
+    load_weights(model, weights, where)
     return model
 
 

@@ -16,14 +16,15 @@ from train.errors import CgptError
 
 # name -> module that provides `add_parser(subparsers)`
 COMMANDS: dict[str, str] = {
-    "pretrain": "train.pretrain_cli",
-    "sample": "train.sample",
-    "info": "train.info",
+    "quickstart": "train.quickstart",
     "prepare": "train.prepare_cli",
     "plan": "train.plan_cli",
+    "pretrain": "train.pretrain_cli",
+    "sample": "train.sample",
     "finetune": "train.finetune_cli",
     "evaluate": "train.evaluate",
     "predict": "train.predict",
+    "info": "train.info",
 }
 
 # `cgpt bench NAME`: name -> module that provides `add_parser(subparsers)`

@@ -22,9 +22,7 @@ with matplotlib, confusion_{val,test}.png.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,9 @@ from torch import nn
 
 from model import GPT, GPTConfig, flops_per_token
 from model.adversarial import perturbation
+from model.heads import Batch
 from train.checkpoint import load_checkpoint, model_from_state
+from train.distributed import launched_by_torchrun
 from train.encode import ExampleBatches
 from train.errors import CgptError
 from train.evaluate import EVAL_BATCH_SIZE, describe, scalars, score
@@ -51,12 +51,8 @@ from train.loop import Task, TrainConfig, Trainer
 from train.metrics import confusion_matrix, plot_confusion_matrix, save_report
 from train.optim import param_groups
 from train.runlog import RunDir
-from train.task_data import Split, encode, read_examples, read_split, training_labels
-from train.tasks import LabelSet
+from train.task_data import FinetuneData, read_data
 from train.tokenizer import Tokenizer
-
-Batch = dict[str, torch.Tensor]
-
 
 # --- what the recipe builds ---------------------------------------------------------------------------------
 
@@ -91,26 +87,6 @@ def load_source(source: Source, ft: FinetuneConfig, seed: int) -> tuple[GPT, Tok
             f"{model.config.vocab_size}"
         )
     return model, tokenizer, str(path)
-
-
-@dataclass(frozen=True)
-class FinetuneData:
-    train: Split
-    val: Split
-    test: Split | None
-    labels: LabelSet | None  # from the training file only; val and test may not add any
-    hash: str  # sha256 of the training file: a resumed run must see the same data
-
-
-def read_data(ft: FinetuneConfig, files: DataFiles, tokenizer: Tokenizer, max_len: int) -> FinetuneData:
-    examples = read_examples(ft, files.train)
-    if ft.max_train_examples:
-        examples = examples[: ft.max_train_examples]
-    labels = training_labels(ft, examples, files.train)
-    train = encode(ft, files.train, examples, tokenizer, labels, max_len)
-    val = read_split(ft, files.val, tokenizer, labels, max_len)
-    test = read_split(ft, files.test, tokenizer, labels, max_len) if files.test else None
-    return FinetuneData(train, val, test, labels, hashlib.sha256(Path(files.train).read_bytes()).hexdigest())
 
 
 class FinetuneTask(Task):
@@ -180,8 +156,7 @@ class FinetuneTask(Task):
             "model_config": self.model.backbone.config.to_dict(),
             "tokenizer_hash": self.tokenizer.hash,
             "data_hash": self.data.hash,
-            "head": self.ft.head_spec,
-            "task": self.ft.task,
+            "head": self.ft.head_spec,  # ("task" is the loop's key: the data order; ft holds the task kind)
             "labels": labels,
             "num_labels": self.num_labels,
             "finetune": self.ft.to_dict(),
@@ -279,6 +254,8 @@ def finetune(
     With `resume`, source, files and ft come from the run's config.json, and the overrides apply to its saved
     TrainConfig; the weights come from the last checkpoint."""
     run, overrides = RunDir(out_dir), dict(train_overrides or {})
+    if launched_by_torchrun():
+        raise CgptError("fine-tuning runs in one process; start it without torchrun")
     if run.holds_run() and not (resume or force):
         raise CgptError(
             f"{run.path}: already holds a run; pass --resume to continue it or --force to overwrite it"
@@ -301,6 +278,13 @@ def finetune(
     trainer = Trainer(task, train, run, None, progress)
     backend, _ = backbone.attention_backend(trainer.device)
     run.prepare(resume, force)
+    if force and not resume:  # what prepare does not know to clear: the last run's reports
+        for stale in [
+            run.path / "labels.json",
+            *run.path.glob("report_*.json"),
+            *run.path.glob("confusion_*.png"),
+        ]:
+            stale.unlink(missing_ok=True)
     if saved is None:
         run.write_json(run.config, _resolved(source, origin, files, task, backend))
         tokenizer.save(run.tokenizer)

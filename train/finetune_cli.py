@@ -4,12 +4,19 @@
     cgpt finetune --from scratch --like RUN ...       the same architecture and tokenizer, random weights
     cgpt finetune --out RUN2 --resume                 continue from its last checkpoint, as it was set up
 
-Every FinetuneConfig and TrainConfig field has a flag (--freeze, --layer-decay, --adversarial, --epsilon,
---text-field, --max-train-examples, ... and --lr, --max-steps, --batch-size, --optimizer, --patience, --seed,
-...). Unset training flags take fine-tuning defaults derived from the data (train/finetune_config.py): three
-epochs (--epochs), an evaluation and checkpoint each epoch, 6% warmup, lr 1e-4 (1e-3 with --freeze
-all-but-head), patience 3, the best checkpoint restored at the end. A user's head: `--head module:Class`, with
-module importable from the working directory.
+Fine-tuning flags (FinetuneConfig, train/finetune_config.py):
+  --head NAME | module:Class   default: the task's own (classify also has classify-mean); module must be
+                               importable from the working directory
+  --metric NAME                picks the best: classify accuracy | macro_f1; regress mse | mae | pearson
+  --freeze SPEC                none | embeddings | bottom:K | all-but-head (a linear probe)
+  --layer-decay F              block i trains at lr * F^(n_layer - i), the embeddings at lr * F^(n_layer + 1)
+  --adversarial KIND           none | fgm | pgd, with --epsilon (L2 radius), --alpha and --adv-steps (PGD)
+  --dropout P, --attention B   replace the backbone's (default 0.1 and sdpa)
+  --epochs E                   sets --max-steps unless it is given
+  --max-train-examples N, --text-field F, --label-field F, --strict (a too-long text is an error)
+Training flags (TrainConfig) left unset take fine-tuning defaults derived from the data: batch 16, 3 epochs,
+an evaluation (the whole --val file) and a checkpoint each epoch, 6% warmup then cosine to 0, lr 1e-4
+(1e-3 with --freeze all-but-head), weight decay 0.01, --patience 3, the best checkpoint restored at the end.
 """
 
 from __future__ import annotations

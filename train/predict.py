@@ -5,8 +5,8 @@
     cgpt predict --run NER --text "Alex lives in Paris"            ->  Alex/B-PER lives/O in/O Paris/B-LOC
 
 Input lines are plain text: tagging splits them on whitespace into words, generation reads each as a prompt.
-An --input file ending in .tsv, .csv or .jsonl is read with the task's reader instead (labels and
-responses are ignored).
+An --input file ending in .tsv, .csv, .jsonl or (tagging) .conll is read with the task's reader instead, its
+labels and responses ignored.
 The encoding is the training one (train/encode.py): a classification text gets the extract token, a prompt
 becomes [eot] + prompt; a text longer than the context is cut (counted on stderr), or refused with --strict.
 Generation is greedy unless --temperature is above 0, and stops at end-of-text or --max-new-tokens.
@@ -108,7 +108,7 @@ def predict(
 
 
 def _read_input(fin: Finetuned, path: str) -> list[Example]:
-    if path.endswith((".tsv", ".csv", ".jsonl", ".json")):
+    if path.endswith((".tsv", ".csv", ".jsonl", ".json", ".conll")):
         return read_examples(fin.ft, path, with_labels=False)
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()

@@ -1,16 +1,18 @@
 """A throughput probe: this machine's achieved training FLOP/s, for `cgpt plan --minutes`.
 
 The probe builds a plan's model, runs a couple of warm-up steps (allocation, kernel selection, caches), then
-times whole training steps (forward, backward, AdamW) on random tokens, at the plan's micro-batch and context.
+times the training loop's own step (train/loop.py: forward, backward, clipping, AdamW) on random tokens, at the
+plan's micro-batch and context.
 FLOPs are counted with `model.flops.flops_per_token` (6 N_matmul + 12 L H Q T per token: Kaplan et al. 2020,
 PaLM App. B, nanoGPT's MFU), so achieved FLOP/s x seconds is the work a training run of that shape does.
 Device and autocast dtype come from train/hardware.py, as in training: bf16 on a GPU that has it (Chinchilla
 trained in bf16), fp32 on a CPU. Weights and tokens come from a seeded generator, so a probe is repeatable up
-to timing noise. The figure leaves out data loading, evaluation and checkpoints: leave some slack for those.
+to timing noise. The figure leaves out evaluation and checkpoints: leave some slack for those.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -21,7 +23,9 @@ from model.flops import flops_per_token
 from model.gpt import GPT
 from train import hardware
 from train.errors import CgptError
+from train.loop import Task, Trainer, TrainConfig
 from train.plan import Plan
+from train.runlog import RunDir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,6 +41,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class _RandomTokens(Task):
+    """A language-modelling task on random tokens: the real training step, without a corpus."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, seed: int) -> None:
+        self.config, self.batch_size = config, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.model = GPT(config, self.generator)
+
+    def next_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = torch.randint(self.config.vocab_size, (self.batch_size, self.config.block_size + 1),
+                               generator=self.generator)
+        return tokens[:, :-1].to(device), tokens[:, 1:].to(device)  # (B, T) inputs, next-token targets
+
+    def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return model(*batch)[1]
+
+    def tokens_in(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        return batch[0].numel()
+
+
 def measure_flops_per_s(
     config: GPTConfig,
     batch_size: int,
@@ -45,32 +69,26 @@ def measure_flops_per_s(
     seed: int = 0,
     warmup: int = 2,
 ) -> float:
-    """Achieved training FLOP/s for `config` at `batch_size` sequences of `config.block_size` tokens."""
-    generator = torch.Generator().manual_seed(seed)
-    model = GPT(config, generator).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    tokens = torch.randint(config.vocab_size, (batch_size, config.block_size + 1), generator=generator)
-    x, y = tokens[:, :-1].to(device), tokens[:, 1:].to(device)  # (B, T) inputs and next-token targets
-    dtype = hardware.resolve_dtype("auto", device)  # bf16 autocast on a GPU that has it, as training uses
+    """Achieved training FLOP/s for `config` at `batch_size` sequences of `config.block_size` tokens.
 
-    def step() -> None:
-        with hardware.autocast(device, dtype):
-            _, loss = model(x, y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    steps, start = 0, time.perf_counter()
-    while True:
-        step()
-        steps += 1
+    Times `Trainer.train_step` itself - the training loop's own step (batch, autocast, backward, clipping,
+    AdamW, the loss check) - so per-step overheads that dominate tiny models are in the figure too.
+    """
+    task = _RandomTokens(config, batch_size, seed)
+    train = TrainConfig(max_steps=10**9, batch_size=batch_size, warmup_steps=0, device=str(device))
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(task, train, RunDir(tmp), progress=False)
+        for _ in range(warmup):
+            trainer.train_step()
         _sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and steps >= 2:
-            break
+        steps, start = 0, time.perf_counter()
+        while True:
+            trainer.train_step()
+            steps += 1
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds and steps >= 2:
+                break
     return flops_per_token(config) * batch_size * config.block_size * steps / elapsed
 
 

@@ -3,7 +3,7 @@
 Shape. `choose_shape` turns a target N - counting embeddings, as Chinchilla does, for the chosen vocabulary
 and context - into (n_layer, n_embd, n_head), with N computed exactly by `model.flops.param_counts`. Depth
 against width matters little: Kaplan et al. 2020 (arXiv 2001.08361, Fig. 5) find the loss within a few percent
-over n_embd / n_layer from ~20 to ~200 at fixed non-embedding N. So we follow the ratios the reference models
+over a wide range of n_embd / n_layer at fixed non-embedding N. So we follow the ratios the reference models
 use, interpolated in log N over their non-embedding size (`ASPECT_ANCHORS`):
 
     nanoGPT CPU baby GPT      4 x 128   (0.8M)  32      Chinchilla Table A9 1.1B   26 x 1792  (1.0B)  69
@@ -19,8 +19,8 @@ Recipe. Batch size and peak learning rate by model size, interpolated in log N (
 and nanoGPT's small models (0.8M params: 12 x 64 tokens at 1e-3; 10.7M: 64 x 256 tokens at 1e-3), with the
 learning rate held at 1e-3 below that. The batch is capped so that a run has at least `MIN_STEPS` optimizer
 steps. Warmup is 3% of the steps, at most 1000 (llm.c's GPT-2 124M: 700 of 19073); the cosine schedule then
-decays the rate 10x over exactly the planned steps, as Chinchilla does (overshooting the run's length by more
-than 25% clearly hurts: Hoffmann et al. Section 3.1 / App. A).
+decays the rate 10x over exactly the planned steps, as Chinchilla does (a cosine cycle more than ~25% longer
+than the run clearly hurts: Hoffmann et al. 2022, Section 3.1 and Fig. A1).
 """
 
 from __future__ import annotations
@@ -151,7 +151,8 @@ def choose_shape(
 
     Each candidate pays (miss / 5%)^2 + (skew / 1.5x)^2, where miss is its N against the target and skew its
     n_embd / n_layer against the reference ratio, both as log ratios: missing N by 5% costs as much as a ratio
-    1.5x off, which Kaplan et al.'s Fig. 5 prices at well under 1% of loss.
+    1.5x off, a difference Kaplan et al.'s Fig. 5 shows to matter little. Widths come in steps of 64, so the
+    depth may step back by one between nearby targets; the chosen N does not (tests/train/test_shapes.py).
     """
     arch = GPTConfig() if arch is None else arch
 

@@ -1,5 +1,5 @@
 """A data file read and encoded for one fine-tuning task: the `Split` that training, evaluation and the
-robustness checks all consume.
+robustness checks all consume; and a fine-tune's three splits (`read_data`).
 
     path -> read_examples (the train/tasks.py reader of the task; typos) -> encode (train/encode.py) -> Split
 
@@ -11,6 +11,7 @@ tokenization, the way a user's misspelling would reach the model: to classificat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from train.attacks import typo, typo_words
 from train.encode import Encoded, TokenizerLike, encode_classification, encode_generation, encode_tagging
 from train.errors import CgptError
-from train.finetune_config import FinetuneConfig
+from train.finetune_config import DataFiles, FinetuneConfig
 from train.tasks import (
     GenerationExample,
     LabelSet,
@@ -123,3 +124,24 @@ def read_split(
     if typo_rate > 0:
         examples = with_typos(examples, typo_rate, seed)
     return encode(ft, path, examples, tokenizer, labels, max_len)
+
+
+@dataclass(frozen=True)
+class FinetuneData:
+    train: Split
+    val: Split
+    test: Split | None
+    labels: LabelSet | None  # from the training file only; val and test may not add any
+    hash: str  # sha256 of the training file: a resumed run must see the same data
+
+
+def read_data(ft: FinetuneConfig, files: DataFiles, tokenizer: TokenizerLike, max_len: int) -> FinetuneData:
+    """The train (its first max_train_examples), val and test splits; labels come from train alone."""
+    examples = read_examples(ft, files.train)
+    if ft.max_train_examples:
+        examples = examples[: ft.max_train_examples]
+    labels = training_labels(ft, examples, files.train)
+    train = encode(ft, files.train, examples, tokenizer, labels, max_len)
+    val = read_split(ft, files.val, tokenizer, labels, max_len)
+    test = read_split(ft, files.test, tokenizer, labels, max_len) if files.test else None
+    return FinetuneData(train, val, test, labels, hashlib.sha256(Path(files.train).read_bytes()).hexdigest())

@@ -1,5 +1,5 @@
-"""Fixtures for the fine-tuning tests: one tiny pretrained run (char-level, the `debug` architecture) and small
-labelled files for each task, made once per session; and `tune`, a few-step `finetune` call."""
+"""Fixtures for the fine-tuning tests: one tiny pretrained run (char-level, the `debug` architecture) and
+small labelled files for each task, made once per session; and `tune`, a few-step `finetune` call."""
 
 from __future__ import annotations
 
@@ -35,8 +35,14 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prepare([str(root / "corpus.txt")], "char", root / "data")
     vocab = Tokenizer.load(root / "data").vocab_size
     train = TrainConfig(max_steps=2, batch_size=4, eval_every=2, eval_batches=1, checkpoint_every=2, seed=3)
-    pretrain(root / "data", root / "run", preset("debug", vocab_size=vocab, block_size=32), train,
-             progress=False, log=lambda *_: None)
+    pretrain(
+        root / "data",
+        root / "run",
+        preset("debug", vocab_size=vocab, block_size=32),
+        train,
+        progress=False,
+        log=lambda *_: None,
+    )
     return root / "run"
 
 
@@ -88,12 +94,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     pairs = [{"prompt": f"say {w}", "response": f" {w} {w}"} for w in ("hi", "yes", "no", "ok", "go", "up")]
     numbers = [(f"{'very ' * (i % 4)}good", f"{i % 4 * 0.5:.1f}") for i in range(12)]
     return Files(
-        classify=DataFiles(write("train.tsv", _tsv(_sentiment(24, 0))), write("dev.tsv", _tsv(_sentiment(8, 100))),
-                           write("test.tsv", _tsv(_sentiment(6, 200)))),
-        tag=DataFiles(write("ner.train", _conll(_tagged(12))), write("ner.testa", _conll(_tagged(5))),
-                      write("ner.testb", _conll(_tagged(4)))),
-        generate=DataFiles(write("gen.jsonl", "".join(json.dumps(p) + "\n" for p in pairs)),
-                           write("gen_dev.jsonl", "".join(json.dumps(p) + "\n" for p in pairs[:3]))),
+        classify=DataFiles(
+            write("train.tsv", _tsv(_sentiment(24, 0))),
+            write("dev.tsv", _tsv(_sentiment(8, 100))),
+            write("test.tsv", _tsv(_sentiment(6, 200))),
+        ),
+        tag=DataFiles(
+            write("ner.train", _conll(_tagged(12))),
+            write("ner.testa", _conll(_tagged(5))),
+            write("ner.testb", _conll(_tagged(4))),
+        ),
+        generate=DataFiles(
+            write("gen.jsonl", "".join(json.dumps(p) + "\n" for p in pairs)),
+            write("gen_dev.jsonl", "".join(json.dumps(p) + "\n" for p in pairs[:3])),
+        ),
         regress=DataFiles(write("reg.tsv", _tsv(numbers)), write("reg_dev.tsv", _tsv(numbers[:6]))),
     )
 
@@ -102,9 +116,42 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
 def tune(pretrained: Path) -> Any:
     """tune(out, files, **FinetuneConfig fields, train={...}): a few-step fine-tune of `pretrained`."""
 
-    def run(out: Path, data: DataFiles, train: dict[str, Any] | None = None, source: Source | None = None,
-            **ft: Any) -> dict[str, Any]:
-        return finetune(out, source or Source(str(pretrained)), data, FinetuneConfig(**ft),
-                        {**FEW_STEPS, **(train or {})}, progress=False, log=lambda *_: None)
+    def run(
+        out: Path,
+        data: DataFiles,
+        train: dict[str, Any] | None = None,
+        source: Source | None = None,
+        **ft: Any,
+    ) -> dict[str, Any]:
+        return finetune(
+            out,
+            source or Source(str(pretrained)),
+            data,
+            FinetuneConfig(**ft),
+            {**FEW_STEPS, **(train or {})},
+            progress=False,
+            log=lambda *_: None,
+        )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def classify_run(tune: Any, files: Files, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "classify"
+    tune(out, files.classify, train={"max_steps": 3, "lr": 1e-2})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tag_run(tune: Any, files: Files, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tag"
+    tune(out, files.tag, task="tag", train={"lr": 1e-2})
+    return out
+
+
+@pytest.fixture(scope="session")
+def generate_run(tune: Any, files: Files, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "generate"
+    tune(out, files.generate, task="generate")
+    return out

@@ -189,9 +189,9 @@ def test_probe_measures_a_real_model() -> None:
 
 def test_minutes_with_the_real_probe() -> None:
     measure = make_probe(torch.device("cpu"), seconds=0.05)
-    plan = plan_for_minutes(0.2, measure, 256, 64)
+    plan = plan_for_minutes(0.5, measure, 256, 64)
     assert plan.flops_per_s > 0 and math.isfinite(plan.est_seconds)
-    assert abs(plan.est_seconds / 12 - 1) < 0.25  # whole steps of a tiny model: coarse, but close
+    assert abs(plan.est_seconds / 30 - 1) < 0.25  # whole steps of a tiny model, noisy timing: coarse, but close
     check_invariants(plan)
 
 
