@@ -46,7 +46,7 @@ def build_optimizer(groups: list[dict[str, Any]], name: str, lr: float, betas: t
     if not clean:
         raise ValueError("no trainable parameters: everything is frozen")
     if name == "adamw":
-        return torch.optim.AdamW(clean, lr=lr, betas=betas, fused=device.type == "cuda")
+        return torch.optim.AdamW(clean, lr=lr, betas=betas, fused=True)  # one kernel for all tensors (CPU too)
     if name == "sgd":
         return torch.optim.SGD(clean, lr=lr, momentum=momentum)
     raise ValueError(f"optimizer={name!r}: expected one of {OPTIMIZERS}")

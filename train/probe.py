@@ -23,7 +23,7 @@ from model.flops import flops_per_token
 from model.gpt import GPT
 from train import hardware
 from train.errors import CgptError
-from train.loop import Task, Trainer, TrainConfig
+from train.loop import Task, TrainConfig, Trainer
 from train.plan import Plan
 from train.runlog import RunDir
 
