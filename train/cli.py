@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
 # `cgpt bench NAME`: name -> module that provides `add_parser(subparsers)`
 BENCHES: dict[str, str] = {
     "generate": "train.bench_generate",
+    "matmul": "train.bench_matmul",
     "kernels": "kernels.bench",
     "tokenizer": "train.bench_tokenizer",
     "prepare": "train.bench_prepare",

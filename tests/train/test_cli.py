@@ -46,3 +46,10 @@ def test_bench_generate_reports_a_speedup_and_token_parity(capsys: pytest.Captur
     assert main(["bench", "generate", "--new-tokens", "24", "--n-layer", "1", "--n-embd", "64"]) == 0
     out = capsys.readouterr().out
     assert "with KV cache" in out and "same tokens: True" in out
+
+
+def test_bench_matmul_prints_a_peak_for_mfu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "matmul", "--n", "128", "--seconds", "0.05"]) == 0
+    out = capsys.readouterr().out
+    peak = float(out.split("--peak-flops ")[1].rstrip(")\n"))
+    assert peak > 1e6 and "GFLOP/s" in out
