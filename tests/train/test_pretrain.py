@@ -112,10 +112,14 @@ def test_warmup_then_cosine_to_a_tenth(data_dir: Path, tmp_path: Path) -> None:
             "1e-2",
             "--eval-every",
             "10",
+            "--peak-flops",
+            "1e12",
             *TINY,
         ]
     )
     lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    mfu = json.loads((run / "summary.json").read_text())["mfu"]  # against the given peak: a number
+    assert isinstance(mfu, float) and 0 < mfu < 1
     assert lrs[0] == pytest.approx(5e-3) and lrs[1] == pytest.approx(1e-2)
     assert lrs[-1] == pytest.approx(1e-3) and all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
 
