@@ -47,9 +47,10 @@ from train.finetune_config import (
 )
 from train.freezing import freeze, layer_scales
 from train.hardware import autocast
-from train.loop import Task, TrainConfig, Trainer
+from train.loop import Trainer
 from train.metrics import confusion_matrix, plot_confusion_matrix, save_report
 from train.optim import param_groups
+from train.recipe import Task, TrainConfig
 from train.runlog import RunDir
 from train.task_data import FinetuneData, read_data
 from train.tokenizer import Tokenizer

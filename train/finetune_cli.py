@@ -29,7 +29,7 @@ from train.errors import CgptError
 from train.finetune import finetune
 from train.finetune_config import DataFiles, FinetuneConfig, Source, cwd_importable
 from train.flags import add_config_flags, config_overrides
-from train.loop import TrainConfig
+from train.recipe import TrainConfig
 
 _RESUME_CONFLICTS = ("from_run", "like", "task", "train", "val", "test")
 

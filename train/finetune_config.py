@@ -24,7 +24,7 @@ from model.adversarial import ATTACKS
 from model.config import ATTENTION_BACKENDS, ConfigError
 from model.heads import TASKS, TaskModel, get_head
 from train.freezing import check_freeze
-from train.loop import TrainConfig
+from train.recipe import TrainConfig
 
 # The metrics each task can select the best checkpoint by (the first is the default), and their direction.
 TASK_METRICS: dict[str, tuple[str, ...]] = {

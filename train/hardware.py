@@ -18,7 +18,9 @@ PEAK_BF16_FLOPS: list[tuple[str, float]] = [
     ("H100", 989e12),  # SXM
     ("A100", 312e12),
     ("A10G", 125e12),
-    ("L4", 121e12),
+    ("L40S", 362e12),
+    ("L40", 181e12),
+    ("L4", 121e12),  # after L40S and L40, which contain "L4"
     ("RTX 4090", 165e12),
     ("RTX 3090", 71e12),
     ("V100", 125e12),  # fp16 tensor cores; V100 has no bf16

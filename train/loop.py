@@ -1,9 +1,10 @@
 """THE training loop, shared by pretraining and fine-tuning (one loop, many recipes).
 
-A recipe hands the loop a `Task`: the model to train, where micro-batches come from, how a micro-batch turns
-into a loss (and gradients), and how to evaluate. The loop owns everything else: seeding, gradient
-accumulation, autocast, clipping, the optimizer and LR schedule, evaluation every K steps, metrics.jsonl, the
-progress bar, atomic checkpoints with every RNG state, exact resume, early stopping, and the summary.
+A recipe hands the loop a `Task` and a `TrainConfig` (train/recipe.py): the model to train, where micro-batches
+come from, how a micro-batch turns into a loss (and gradients), and how to evaluate. The loop owns everything
+else: seeding, gradient accumulation, autocast, clipping, the optimizer and LR schedule, evaluation every K
+steps, metrics.jsonl, the progress bar, atomic checkpoints with every RNG state, exact resume, early stopping,
+and the summary.
 """
 
 from __future__ import annotations
@@ -18,107 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from model.config import ConfigError
 from train import distributed as D
 from train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from train.errors import CgptError
 from train.hardware import autocast, peak_flops, resolve_device, resolve_dtype
-from train.optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_at, param_groups, set_lr
+from train.optim import build_optimizer, lr_at, set_lr
+from train.recipe import Task, TrainConfig
 from train.runlog import RunDir
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    max_steps: int = 2000
-    batch_size: int = 12  # sequences per micro-batch (per rank)
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1  # cosine decays to this fraction of the peak (Chinchilla: 10x)
-    warmup_steps: int = 100
-    schedule: str = "cosine"
-    optimizer: str = "adamw"
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    momentum: float = 0.9  # SGD only
-    grad_clip: float = 1.0  # 0 disables clipping
-    eval_every: int = 250
-    eval_batches: int = 20  # batches per evaluation; 0: the whole validation set
-    checkpoint_every: int = 500
-    keep_last: int = 2
-    log_every: int = 10
-    patience: int = 0  # early stopping after this many evaluations without improvement; 0 disables
-    restore_best: bool = False  # load the best checkpoint's weights at the end (fine-tuning)
-    seed: int = 1337
-    device: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
-    peak_flops: float = 0.0  # FLOP/s for MFU; 0: the device table (unknown devices get no MFU)
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "keep_last",
-                     "log_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: expected a positive integer")
-        for name in ("warmup_steps", "patience", "eval_batches"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 0")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr!r}: expected a positive number")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"min_lr_ratio={self.min_lr_ratio!r}: expected a number in [0, 1]")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule={self.schedule!r}: expected one of {SCHEDULES}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("weight_decay and grad_clip must be >= 0")
-
-
-class Task:
-    """What a recipe provides. Subclasses: PretrainTask (train/pretrain.py), FinetuneTask (train/finetune.py)."""
-
-    metric = "val_loss"  # the evaluation key that picks the best checkpoint and drives early stopping
-    metric_mode = "min"  # or "max" (accuracy, F1)
-    model: nn.Module
-
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        return param_groups(self.model, weight_decay)
-
-    def next_batch(self, device: torch.device) -> Any:
-        raise NotImplementedError
-
-    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
-        raise NotImplementedError
-
-    def micro_step(self, model: nn.Module, batch: Any, scale: float) -> torch.Tensor:
-        """Forward and backward for one micro-batch; returns the detached loss. Override for two-pass
-        schemes such as adversarial training."""
-        loss = self.loss(model, batch)
-        (loss * scale).backward()
-        return loss.detach()
-
-    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        raise NotImplementedError
-
-    def tokens_in(self, batch: Any) -> int:
-        raise NotImplementedError
-
-    def flops_per_token(self) -> float | None:
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def checkpoint_extra(self) -> dict[str, Any]:
-        """Configs and hashes stored in every checkpoint, so it can be rebuilt and checked on its own."""
-        return {}
 
 
 @dataclass

@@ -20,8 +20,9 @@ from model import GPT, GPTConfig, flops_per_token
 from train import distributed as D
 from train.data import RandomWindowSampler, TokenDataset, iterate_sequential
 from train.errors import CgptError
-from train.loop import Task, TrainConfig, Trainer
+from train.loop import Trainer
 from train.plan import Plan
+from train.recipe import Task, TrainConfig
 from train.runlog import RunDir
 
 

@@ -16,9 +16,9 @@ from model import GPTConfig, preset
 from train.data import TokenDataset
 from train.errors import CgptError
 from train.flags import add_config_flags, config_overrides
-from train.loop import TrainConfig
 from train.plan import Plan, make_plan, plan_for_minutes
 from train.pretrain import pretrain, train_config_from_plan
+from train.recipe import TrainConfig
 from train.runlog import RunDir
 
 

@@ -23,8 +23,9 @@ from model.flops import flops_per_token
 from model.gpt import GPT
 from train import hardware
 from train.errors import CgptError
-from train.loop import Task, TrainConfig, Trainer
+from train.loop import Trainer
 from train.plan import Plan
+from train.recipe import Task, TrainConfig
 from train.runlog import RunDir
 
 

@@ -18,10 +18,11 @@ Recipe. Batch size and peak learning rate by model size, interpolated in log N (
 `LR_ANCHORS`) between GPT-3's Table 2.1 (Brown et al. 2020: 125M 0.5M tokens 6e-4 ... 175B 3.2M tokens 6e-5)
 and nanoGPT's small models (0.8M params: 12 x 64 tokens; 10.7M: 64 x 256 tokens at 1e-3). Tiny models take a
 larger rate: 2e-3 at 120k parameters, measured on this project's CPU benchmark (Kaplan et al. 2020, App. D.6,
-fit LR(N) = 0.003239 - 0.0001395 ln N, which also rises as N shrinks: 1.6e-3 at 100k). The batch is capped so that a run has at least `MIN_STEPS` optimizer
-steps. Warmup is 3% of the steps, at most 1000 (llm.c's GPT-2 124M: 700 of 19073); the cosine schedule then
-decays the rate 10x over exactly the planned steps, as Chinchilla does (a cosine cycle more than ~25% longer
-than the run clearly hurts: Hoffmann et al. 2022, Section 3.1 and Fig. A1).
+fit LR(N) = 0.003239 - 0.0001395 ln N, which also rises as N shrinks: 1.6e-3 at 100k). The batch is capped
+so that a run has at least `MIN_STEPS` optimizer steps. Warmup is 3% of the steps, at most 1000 (llm.c's GPT-2
+124M: 700 of 19073); the cosine schedule then decays the rate 10x over exactly the planned steps, as Chinchilla
+does (a cosine cycle more than ~25% longer than the run clearly hurts: Hoffmann et al. 2022, Section 3.1 and
+Fig. A1).
 """
 
 from __future__ import annotations

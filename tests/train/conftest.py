@@ -15,8 +15,8 @@ from model import preset
 from train.data import prepare
 from train.finetune import finetune
 from train.finetune_config import DataFiles, FinetuneConfig, Source
-from train.loop import TrainConfig
 from train.pretrain import pretrain
+from train.recipe import TrainConfig
 from train.tokenizer import Tokenizer
 
 # Every printable character, so the char tokenizer covers the labelled files and the typos (a-z inserts).

@@ -22,9 +22,9 @@ from train.data import prepare
 from train.evaluate import evaluate
 from train.finetune import FinetuneTask, load_source
 from train.finetune_config import DataFiles, FinetuneConfig, Source, finetune_train_config
-from train.loop import TrainConfig
 from train.optim import build_optimizer, set_lr
 from train.pretrain import pretrain
+from train.recipe import TrainConfig
 from train.task_data import read_data
 from train.tokenizer import Tokenizer
 

@@ -19,8 +19,8 @@ from train.checkpoint import load_checkpoint
 from train.cli import main
 from train.data import prepare
 from train.errors import CgptError
-from train.loop import TrainConfig
 from train.pretrain import PretrainTask, pretrain
+from train.recipe import TrainConfig
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(400))
 TINY = [
