@@ -200,7 +200,7 @@ def evaluate(
     run_dir: str | Path,
     data: str | Path,
     attacks: tuple[str, ...] = (),
-    epsilon: float = 0.25,
+    epsilon: float = 0.05,
     typo_rate: float = 0.1,
     seed: int = 0,
     checkpoint: str = "best",
@@ -279,8 +279,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--attack", action="append", choices=ATTACK_KINDS, help="also score under this attack (repeatable)"
     )
-    p.add_argument("--epsilon", type=float, default=0.25,
-                   help="L2 norm of the embedding attack per example (default 0.25)")
+    p.add_argument("--epsilon", type=float, default=0.05,
+                   help="L2 norm of the embedding attack per example (default 0.05)")
     p.add_argument("--typo-rate", type=float, default=0.1, help="fraction of words with a typo (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the typos")
     p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint path (default best)")

@@ -56,8 +56,9 @@ class FinetuneConfig:
     freeze: str = "none"  # none | embeddings | bottom:K | all-but-head (train/freezing.py)
     layer_decay: float = 1.0  # layer-wise learning-rate decay; 1 is off
     adversarial: str = "none"  # none | fgm | pgd: perturb the embedding output (model/adversarial.py)
-    epsilon: float = 0.25  # L2 radius per example over the whole (T, C) sequence: a 20-token sentence
-    # embeds to a norm of about 3 in a small pretrained model, so 0.25 moves it by ~8%; 1.0 wrecks training
+    epsilon: float = 0.05  # L2 radius per example over the whole (T, C) sequence. A 20-token sentence embeds to
+    # a norm of ~3 in a small pretrained model; measured on SST-2: 0.05 already costs a fine-tuned 370k-parameter
+    # model 17 points of accuracy, and training at 0.25 or 1.0 collapses it to one class
     alpha: float | None = None  # PGD step size; None: 2.5 * epsilon / adv_steps (Madry et al. 2018)
     adv_steps: int = 3  # PGD steps
     dropout: float = 0.1  # replaces the backbone's dropout
