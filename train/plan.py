@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from model.config import ConfigError, GPTConfig
 from model.flops import flops_per_token, param_counts
 from train import scaling, shapes
+from train.checkpoint import atomic_write_text
 from train.errors import CgptError
 
 BUDGETS = (*scaling.BUDGET_KINDS, "minutes")
@@ -136,17 +136,12 @@ class Plan:
         return dataclasses.asdict(self)
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically: a temporary file in the same folder, then a rename."""
+        """Write atomically (temporary file, fsync, rename): a crash never leaves half a plan. The folder must
+        exist: a mistyped --out is an error, not a new directory tree."""
         folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".plan-", suffix=".json.tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"no such directory: {folder!r}")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> Plan:
