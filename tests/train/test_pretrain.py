@@ -129,7 +129,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data_dir: Path, tmp_pa
         "--data",
         str(data_dir),
         "--max-steps",
-        "40",
+        "80",
         "--eval-every",
         "10",
         "--checkpoint-every",
@@ -137,7 +137,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data_dir: Path, tmp_pa
         "--dropout",
         "0.1",
         *TINY,
-    ]  # dropout: the torch RNG state must be restored too
+    ]  # dropout: the torch RNG state must be restored too; 60 steps after the kill point leave time to kill
     full, killed = tmp_path / "full", tmp_path / "killed"
     assert main(["pretrain", "--out", str(full), *args]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -156,8 +156,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(data_dir: Path, tmp_pa
     assert target.exists() and not (killed / "summary.json").exists(), "the run was not killed part-way"
     assert main(["pretrain", "--out", str(killed), "--resume", "--data", str(data_dir), "--no-progress"]) == 0
     assert _losses(killed) == _losses(full)
-    a = load_checkpoint(full / "checkpoints" / "step-00000040.pt")["model"]
-    b = load_checkpoint(killed / "checkpoints" / "step-00000040.pt")["model"]
+    a = load_checkpoint(full / "checkpoints" / "step-00000080.pt")["model"]
+    b = load_checkpoint(killed / "checkpoints" / "step-00000080.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
