@@ -21,5 +21,31 @@ def triton_status() -> tuple[bool, str]:
     if torch.cuda.is_available():
         return True, f"CUDA device {torch.cuda.get_device_name()}"
     if os.environ.get("TRITON_INTERPRET") == "1":
+        if problem := interpreter_problem():
+            return False, problem
         return True, "Triton CPU interpreter (TRITON_INTERPRET=1)"
     return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels in Triton's slow CPU interpreter)"
+
+
+def interpreter_problem(triton_version: str | None = None, numpy_version: str | None = None) -> str | None:
+    """Why Triton's CPU interpreter cannot run our kernels with these versions, or None. Triton before 3.7
+    turns a scalar kernel argument into a Python int with `int(array)`, which NumPy 2.4 and later refuse for
+    one-element arrays ("only 0-dimensional arrays can be converted to Python scalars"); Triton 3.7 fixed it.
+    Compiled kernels on a GPU are not affected."""
+    import numpy
+    import triton
+
+    triton_version = triton_version or triton.__version__
+    numpy_version = numpy_version or numpy.__version__
+    if _release(triton_version) < (3, 7) and _release(numpy_version) >= (2, 4):
+        return (
+            f"Triton {triton_version}'s CPU interpreter fails with NumPy {numpy_version} (Triton < 3.7 needs "
+            f"NumPy < 2.4): pip install 'numpy<2.4', or triton>=3.7"
+        )
+    return None
+
+
+def _release(version: str) -> tuple[int, int]:
+    """'3.6.0+git1234' -> (3, 6)."""
+    major, minor = (version.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)

@@ -10,6 +10,8 @@ import torch
 
 from model import GPT, preset
 
+pytestmark = pytest.mark.kernels  # skipped where Triton cannot run (tests/conftest.py)
+
 
 @pytest.mark.parametrize(
     ("changes", "fused"),

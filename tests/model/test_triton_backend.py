@@ -3,9 +3,12 @@ against `sdpa`: the same forward, and the same losses over a few training steps 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model import GPT, preset
+
+pytestmark = pytest.mark.kernels  # skipped where Triton cannot run (tests/conftest.py)
 
 
 def _train(attention: str, steps: int = 3) -> tuple[list[float], GPT]:
