@@ -21,9 +21,12 @@ h // (H // Hkv)), Tq, Tk query and key lengths, D head size. Queries are the *la
 causal mask is bottom-right aligned - query i sees key j <= i + Tk - Tq - exactly as `kernels/reference.py`.
 A query row that sees no key (only when Tq > Tk) gets output 0 and gradient 0: masks are -inf, with guards.
 
-Numerics: fp32, fp16 and bf16 inputs, fp32 accumulation; fp32 `tl.dot` is tf32 on the GPU and exact in
-Triton's CPU interpreter. The interpreter computes bf16 `tl.dot` wrongly (triton#11584), so off the GPU bf16
-dot operands are upcast to fp32 (`DOT_FP32`); on the GPU the dots run natively in bf16.
+Numerics: fp32, fp16 and bf16 inputs, fp32 accumulation. fp32 inputs get fp32-accurate dots (tf32x3) unless
+`torch.backends.cuda.matmul.allow_tf32` asks for tf32, as PyTorch's own matmuls do (Triton's default would be
+tf32, about 3 significant digits, silently). fp32 is for checking, not speed: it runs one small fixed tile
+config (fp32 tiles of the autotuned sizes overflow shared memory at D = 128). The interpreter computes bf16
+`tl.dot` wrongly (triton#11584), so off the GPU bf16 dot operands are upcast to fp32 (DOT="upcast"); on the
+GPU the 16-bit dots run natively on the tensor cores.
 """
 
 import math
@@ -38,6 +41,8 @@ SUPPORTED_HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E: float = math.log2(math.e)
 INTERPRETER_CONFIG: dict[str, int] = {"BLOCK_M": 64, "BLOCK_N": 64}  # big blocks: the interpreter is serial
+# fp32 on a GPU: fp32 tiles take twice the shared memory; at D = 128 this one needs at most 104 KiB (sm_90)
+FP32_CONFIG: dict[str, int] = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
 AUTOTUNE_MIN_WORK: int = 512 * 512  # Tq * Tk below this: no autotuning on the GPU
 
 
@@ -50,11 +55,15 @@ def supported_head_dims() -> tuple[int, ...]:
 # Kernels keep the Triton tutorial's dense argument lists (one argument per line would double the file).
 # fmt: off
 @triton.jit
-def _dot(a, b, DOT_FP32: tl.constexpr):
-    """a @ b in fp32. `a` is cast to b's dtype (p and ds are fp32, v and q are not); with DOT_FP32 both are
-    upcast to fp32 instead (the interpreter's bf16 dot is wrong)."""
-    if DOT_FP32:
+def _dot(a, b, DOT: tl.constexpr):
+    """a @ b in fp32, `a` cast to b's dtype (p and ds are fp32, v and q are not). DOT: "tensor" (tensor cores:
+    16-bit operands natively, fp32 ones as tf32), "fp32" (fp32 operands as three tf32 products, Triton's
+    tf32x3: about fp32 accuracy, still on the tensor cores) or "upcast" (both operands to fp32: the
+    interpreter's bf16 dot is wrong; it ignores input_precision and is exact in fp32)."""
+    if DOT == "upcast":
         out = tl.dot(a.to(tl.float32), b.to(tl.float32))
+    elif DOT == "fp32":
+        out = tl.dot(a.to(b.dtype), b, input_precision="tf32x3")
     else:
         out = tl.dot(a.to(b.dtype), b)
     return out
@@ -63,7 +72,7 @@ def _dot(a, b, DOT_FP32: tl.constexpr):
 @triton.jit
 def _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, lo, hi, qk_scale, seqlen_k, diag,
                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-                    DOT_FP32: tl.constexpr):
+                    DOT: tl.constexpr):
     """Fold key blocks [lo, hi) into the running (acc, l_i, m_i). MASKED blocks check bounds and causality."""
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -77,7 +86,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, lo, hi
         else:
             kT = tl.load(kT_ptrs)
             v = tl.load(v_ptrs)
-        s = _dot(q, kT, DOT_FP32) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
+        s = _dot(q, kT, DOT) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
         if MASKED:
             visible = offs_n[None, :] < seqlen_k
             if CAUSAL:
@@ -91,7 +100,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, lo, hi
         p = tl.math.exp2(s - m_sub[:, None])
         alpha = tl.math.exp2(m_i - m_sub)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p, v, DOT_FP32)
+        acc = acc * alpha[:, None] + _dot(p, v, DOT)
         m_i = m_new
     return acc, l_i, m_i
 
@@ -114,7 +123,7 @@ def _attn_fwd(Q, K, V, Out, LSE,
               stride_vb, stride_vh, stride_vn,
               qk_scale, n_heads, n_rep, seqlen_q, seqlen_k, q_bucket, k_bucket,  # buckets: autotune key only
               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-              DOT_FP32: tl.constexpr):
+              DOT: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_bh = tl.program_id(1)
     off_b = (off_bh // n_heads).to(tl.int64)
@@ -132,9 +141,9 @@ def _attn_fwd(Q, K, V, Out, LSE,
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     n_full, n_end = _kv_range(start_m, seqlen_k, diag, BLOCK_M, BLOCK_N, CAUSAL)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, 0, n_full, qk_scale,
-                                    seqlen_k, diag, HEAD_DIM, BLOCK_N, False, CAUSAL, DOT_FP32)
+                                    seqlen_k, diag, HEAD_DIM, BLOCK_N, False, CAUSAL, DOT)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, n_full, n_end,
-                                    qk_scale, seqlen_k, diag, HEAD_DIM, BLOCK_N, True, CAUSAL, DOT_FP32)
+                                    qk_scale, seqlen_k, diag, HEAD_DIM, BLOCK_N, True, CAUSAL, DOT)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with no visible key: output 0, lse +inf (so p = 0)
     lse = tl.where(l_i == 0.0, float("inf"), m_i + tl.math.log2(l_safe))
     o_ptrs = Out + off_bh.to(tl.int64) * seqlen_q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
@@ -158,7 +167,7 @@ def _attn_bwd_preprocess(Out, DO, DELTA, seqlen_q, HEAD_DIM: tl.constexpr, BLOCK
 @triton.jit
 def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, offs_n, lo, hi, qk_scale, seqlen_q, diag,
                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
-                         DOT_FP32: tl.constexpr):
+                         DOT: tl.constexpr):
     """Accumulate dk, dv of one resident key block over query blocks [lo, hi) of one query head."""
     offs_m0 = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -169,21 +178,21 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, offs_n, lo, hi, qk_sca
         do = tl.load(DO + offs_m[:, None] * HEAD_DIM + offs_d[None, :], mask=row_ok[:, None], other=0.0)
         lse = tl.load(LSE + offs_m, mask=row_ok, other=float("inf"))
         delta = tl.load(DELTA + offs_m, mask=row_ok, other=0.0)
-        sT = _dot(k, qT, DOT_FP32) * qk_scale  # (BLOCK_N, BLOCK_M)
+        sT = _dot(k, qT, DOT) * qk_scale  # (BLOCK_N, BLOCK_M)
         if MASKED:
             sT = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, sT, float("-inf"))
         pT = tl.math.exp2(sT - lse[None, :])
-        dv += _dot(pT, do, DOT_FP32)
-        dpT = _dot(v, tl.trans(do), DOT_FP32)
+        dv += _dot(pT, do, DOT)
+        dpT = _dot(v, tl.trans(do), DOT)
         dsT = pT * (dpT - delta[None, :])
-        dk += _dot(dsT, tl.trans(qT), DOT_FP32)
+        dk += _dot(dsT, tl.trans(qT), DOT)
     return dk, dv
 
 
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, qk_scale, n_heads, n_rep, seqlen_q, seqlen_k,
                    q_bucket, k_bucket, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr):
+                   CAUSAL: tl.constexpr, DOT: tl.constexpr):
     start_n = tl.program_id(0) * BLOCK_N
     off_bhkv = tl.program_id(1).to(tl.int64)  # b * Hkv + hkv; every tensor here is contiguous
     off_b = off_bhkv // (n_heads // n_rep)
@@ -211,9 +220,9 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, qk_scale, n_heads,
         q_base = off_bh * seqlen_q * HEAD_DIM
         Qh, DOh, LSEh, DELTAh = Q + q_base, DO + q_base, LSE + off_bh * seqlen_q, DELTA + off_bh * seqlen_q
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, offs_n, m_lo, m_full, qk_scale,
-                                      seqlen_q, diag, HEAD_DIM, BLOCK_M, True, DOT_FP32)
+                                      seqlen_q, diag, HEAD_DIM, BLOCK_M, True, DOT)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, offs_n, m_open, seqlen_q, qk_scale,
-                                      seqlen_q, diag, HEAD_DIM, BLOCK_M, False, DOT_FP32)
+                                      seqlen_q, diag, HEAD_DIM, BLOCK_M, False, DOT)
     tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok)
     tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=col_ok)
 
@@ -221,7 +230,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, sm_scale, qk_scale, n_heads,
 @triton.jit
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, lo, hi, qk_scale, seqlen_k, diag,
                        HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-                       CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr):
+                       CAUSAL: tl.constexpr, DOT: tl.constexpr):
     """Accumulate dq of one resident query block over key blocks [lo, hi)."""
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -234,22 +243,22 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, lo, hi, qk_scale, se
         else:
             kT = tl.load(K + t_offs)
             vT = tl.load(V + t_offs)
-        s = _dot(q, kT, DOT_FP32) * qk_scale  # (BLOCK_M, BLOCK_N)
+        s = _dot(q, kT, DOT) * qk_scale  # (BLOCK_M, BLOCK_N)
         if MASKED:
             visible = offs_n[None, :] < seqlen_k
             if CAUSAL:
                 visible = visible & (offs_n[None, :] <= offs_m[:, None] + diag)
             s = tl.where(visible, s, float("-inf"))
         p = tl.math.exp2(s - lse[:, None])
-        ds = p * (_dot(do, vT, DOT_FP32) - delta[:, None])
-        dq += _dot(ds, tl.trans(kT), DOT_FP32)
+        ds = p * (_dot(do, vT, DOT) - delta[:, None])
+        dq += _dot(ds, tl.trans(kT), DOT)
     return dq
 
 
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, n_heads, n_rep, seqlen_q, seqlen_k,
                  q_bucket, k_bucket, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr):
+                 CAUSAL: tl.constexpr, DOT: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_bh = tl.program_id(1).to(tl.int64)
     off_bhkv = (off_bh // n_heads) * (n_heads // n_rep) + (off_bh % n_heads) // n_rep
@@ -267,9 +276,9 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, n_heads, n_rep
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     n_full, n_end = _kv_range(start_m, seqlen_k, diag, BLOCK_M, BLOCK_N, CAUSAL)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, 0, n_full, qk_scale, seqlen_k, diag,
-                            HEAD_DIM, BLOCK_N, False, CAUSAL, DOT_FP32)
+                            HEAD_DIM, BLOCK_N, False, CAUSAL, DOT)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, n_full, n_end, qk_scale, seqlen_k, diag,
-                            HEAD_DIM, BLOCK_N, True, CAUSAL, DOT_FP32)
+                            HEAD_DIM, BLOCK_N, True, CAUSAL, DOT)
     tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
@@ -287,9 +296,10 @@ def _configs(candidates: list[tuple[int, int, int, int]]) -> list[triton.Config]
 
 def _prune(resident: str, streamed: str, acc_tiles: int) -> Callable[..., list[triton.Config]]:
     """Drop configs whose tiles overflow shared memory (Hopper: 227 KiB per block) or whose fp32
-    accumulators (acc_tiles x resident rows x D) need more than 64 registers per thread (they would spill,
-    and compile slowly). Small problems (decode steps, tests) keep only the first config left: one compile,
-    no tuning."""
+    accumulators (acc_tiles x resident rows x D) need more than 64 registers per thread with 4 warps, or 128
+    with 8 (the budgets under which no 16-bit config spilled when compiled for sm_90 by Triton 3.6 and read
+    with cuobjdump; over them, two did). Small problems (decode steps, tests) keep only the first config
+    left: one compile, no tuning."""
 
     def prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
         args = {**named_args, **kwargs}  # the launch's arguments, by name
@@ -298,7 +308,8 @@ def _prune(resident: str, streamed: str, acc_tiles: int) -> Callable[..., list[t
         for c in configs:
             rows, cols = c.kwargs[resident], c.kwargs[streamed]
             smem = elem * head_dim * (2 * rows + 2 * cols * c.num_stages)  # an upper bound
-            if smem <= 200 * 1024 and acc_tiles * rows * head_dim <= 64 * 32 * c.num_warps:
+            registers = acc_tiles * rows * head_dim / (32 * c.num_warps)  # per thread
+            if smem <= 200 * 1024 and registers <= (64 if c.num_warps < 8 else 128):
                 kept.append(c)
         small = args["seqlen_q"] * args["seqlen_k"] < AUTOTUNE_MIN_WORK
         return (kept or configs)[: 1 if small else len(configs)]
@@ -306,9 +317,9 @@ def _prune(resident: str, streamed: str, acc_tiles: int) -> Callable[..., list[t
     return prune
 
 
-KEY = ["HEAD_DIM", "CAUSAL", "DOT_FP32", "q_bucket", "k_bucket"]  # the autotuner adds the tensors' dtypes
+KEY = ["HEAD_DIM", "CAUSAL", "DOT", "q_bucket", "k_bucket"]  # the autotuner adds the tensors' dtypes
 _attn_fwd_tuned = triton.autotune(
-    _configs([(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2)]),
+    _configs([(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2)]),
     key=KEY,
     prune_configs_by={"early_config_prune": _prune("BLOCK_M", "BLOCK_N", 1)},
 )(_attn_fwd)
@@ -326,15 +337,16 @@ _attn_bwd_dq_tuned = triton.autotune(  # resident queries: BLOCK_M; streamed key
 
 def _launch(kernel: triton.JITFunction, tuned: triton.runtime.Autotuner, grid: tuple[str, int, int],
             args: tuple, constexprs: dict[str, object]) -> None:  # fmt: skip
-    """Autotune on a GPU (decided per call, from the tensors' device; see _prune); one fixed config in the
-    interpreter.
+    """16-bit inputs on a GPU: autotuned (see _prune). fp32 on a GPU: one small fixed config. In the
+    interpreter: one big fixed config (it runs programs one by one).
     grid = (the block tiling axis 0, the length it tiles, the number of programs along axis 1)."""
     axis0, length, n_programs = grid
-    if args[0].is_cuda:
+    q = args[0]
+    if q.is_cuda and q.dtype != torch.float32:
         tuned[lambda meta: (triton.cdiv(length, meta[axis0]), n_programs)](*args, **constexprs)
-    else:
-        grid = (triton.cdiv(length, INTERPRETER_CONFIG[axis0]), n_programs)
-        kernel[grid](*args, **constexprs, **INTERPRETER_CONFIG)
+        return
+    config = FP32_CONFIG if q.is_cuda else INTERPRETER_CONFIG
+    kernel[(triton.cdiv(length, config[axis0]), n_programs)](*args, **constexprs, **config)
 
 
 def _bucket(n: int) -> int:
@@ -342,8 +354,17 @@ def _bucket(n: int) -> int:
 
 
 def _constexprs(q: Tensor, causal: bool) -> dict[str, object]:
-    dot_fp32 = q.dtype == torch.bfloat16 and not q.is_cuda  # the fp32-upcast path (interpreter only)
-    return {"HEAD_DIM": q.shape[-1], "CAUSAL": causal, "DOT_FP32": dot_fp32}
+    return {"HEAD_DIM": q.shape[-1], "CAUSAL": causal, "DOT": dot_mode(q)}
+
+
+def dot_mode(q: Tensor) -> str:
+    """How the kernels' dots treat these inputs (see `_dot`): "upcast" for bf16 in the interpreter, "fp32" for
+    fp32 unless PyTorch's matmuls may use tf32 (`torch.backends.cuda.matmul.allow_tf32`), else "tensor"."""
+    if q.dtype == torch.bfloat16 and not q.is_cuda:
+        return "upcast"
+    if q.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "fp32"
+    return "tensor"
 
 
 def _attention_forward(
