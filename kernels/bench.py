@@ -30,6 +30,7 @@ import csv
 import json
 import os
 import platform
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -53,6 +54,7 @@ TIMED_COLUMNS = (
     "shape mode provider backend status ms tflops peak_mib speedup_vs_best_sdpa utilisation reason"
 )
 CHECKED_COLUMNS = "shape provider status err_o err_dq err_dk err_dv backend reason"
+HEADLINE_COLUMNS = "T triton_tflops best_sdpa sdpa_tflops ratio"
 
 
 def attention_flops(batch: int, n_head: int, seqlen: int, head_dim: int, causal: bool, mode: str) -> float:
@@ -87,17 +89,25 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def default_shapes(quick: bool) -> list[AttentionShape]:
     """16k tokens per batch (B*T = 16384) at n_embd 2048 (H = 2048 / D), plus trainer-like shapes (with GQA).
-    quick: bf16, D 128, T 1024 and 4096, and the trainer shapes."""
+    The headline shapes come first (bf16, D 128, causal: the target's), then the trainer's, then the rest, so a
+    run cut short by --budget-s keeps what matters most. quick: bf16, D 128, T 1024 and 4096, the trainer's."""
     seqlens = (1024, 4096) if quick else (512, 1024, 2048, 4096, 8192, 16384)
     dtypes = (torch.bfloat16,) if quick else (torch.bfloat16, torch.float16)
-    dims = (128,) if quick else (64, 128)
+    dims = (128,) if quick else (128, 64)
     grid = [
         (dtype, d, causal, t) for dtype in dtypes for d in dims for causal in (True, False) for t in seqlens
     ]
     sweep = [
         AttentionShape(16384 // t, 2048 // d, 2048 // d, t, d, causal, dtype) for dtype, d, causal, t in grid
     ]
-    return sweep + [AttentionShape(8, 12, kv, 1024, 64, True, torch.bfloat16) for kv in (12, 4)]
+    trainer = [AttentionShape(8, 12, kv, 1024, 64, True, torch.bfloat16) for kv in (12, 4)]
+    headline = [s for s in sweep if is_headline(s)]
+    return headline + trainer + [s for s in sweep if not is_headline(s)]
+
+
+def is_headline(shape: AttentionShape) -> bool:
+    """The issue's target shapes: bf16, D 128, causal, on the 16k-token sweep (n_embd 2048)."""
+    return shape.dtype == torch.bfloat16 and shape.head_dim == 128 and shape.causal and shape.n_head == 16
 
 
 def check_shapes() -> list[AttentionShape]:
@@ -412,7 +422,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(
             flag, type=_names(allowed), default=allowed, help=f"comma-separated, of {','.join(allowed)}"
         )
+    p.add_argument("--budget-s", type=_positive, help="start no new attention shape after this many seconds")
+    p.add_argument("--precompile", action=argparse.BooleanOptionalAction, default=True,
+                   help="on a GPU, first compile our configs in parallel processes (cgpt bench compile)")  # fmt: skip
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _filled(rows: Sequence[dict]) -> list[str]:
@@ -425,27 +448,68 @@ def run(args: argparse.Namespace) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"  # Triton's own switch, read when the kernel modules are imported
+    start = time.perf_counter()
     providers = [p for p in attention_providers() if p.name in args.providers]
     meta = environment(device)
     print("\n".join(f"{key:>8}: {value}" for key, value in meta.items()))
+    lm = lm_kernel_rows(args.quick, device)  # first: short, and a budget cut never loses it
+    print(format_table(lm, _filled(lm)), end="\n\n")
     if device == "cuda":
         meta["matmul_tflops"] = tflops = measure_matmul_tflops(device)
         print(f"  matmul: bf16 8192^3 at {tflops:.0f} TFLOP/s (utilisation = TFLOP/s / this)")
-        shapes, modes, columns = (
-            default_shapes(args.quick),
-            [m for m in MODES if m in args.modes],
-            TIMED_COLUMNS,
-        )
+        shapes, modes, columns = default_shapes(args.quick), [m for m in MODES if m in args.modes], TIMED_COLUMNS
+        if args.precompile and "triton" in args.providers:
+            meta["precompile"] = precompile(shapes)
     else:
         print("no CUDA device: correctness only (Triton CPU interpreter, float64 oracle); timings need a GPU")
         shapes, modes, columns, tflops = check_shapes(), (), CHECKED_COLUMNS, None
     rows = []
-    for shape in shapes:  # one table per shape, printed as it completes
+    for i, shape in enumerate(shapes):  # one table per shape, printed as it completes
+        if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
+            meta["cut_by_budget"] = f"{len(shapes) - i} of {len(shapes)} shapes not run (--budget-s {args.budget_s})"
+            print(f"budget: {meta['cut_by_budget']}")
+            break
         rows += (new := run_attention_bench([shape], providers, modes, device, tflops))
         print(format_table(new, columns.split()), end="\n\n")
-        write_results(args.out, meta, rows, [], with_plot=False)  # a run cut short keeps what it measured
-    lm = lm_kernel_rows(args.quick, device)
-    print(format_table(lm, _filled(lm)))
+        write_results(args.out, meta, rows, lm, with_plot=False)  # a run cut short keeps what it measured
     for path in write_results(args.out, meta, rows, lm):
         print(f"wrote {path}")
+    if headline := headline_rows(rows):
+        print("\nheadline (bf16, D 128, causal, fwd+bwd; target >= 0.8x the best SDPA backend, goal 1.0x):")
+        print(format_table(headline, HEADLINE_COLUMNS.split()))
+    print(f"took {time.perf_counter() - start:.0f} s")
     return int(any(r["provider"] == "triton" and r["status"] == "FAILED" for r in rows))
+
+
+def precompile(shapes: Sequence[AttentionShape]) -> str:
+    """Compile our kernels' configs for these shapes in parallel processes, into Triton's cache (where the
+    autotuner then finds them). Returns a one-line account; never fails the benchmark."""
+    from kernels.compile_report import compile_report, parse_target
+
+    began, jobs = time.perf_counter(), os.cpu_count() or 1
+    try:
+        compiled = compile_report(list(shapes), parse_target(None), jobs)
+    except Exception as err:  # an optimisation only: the autotuner compiles whatever is missing
+        note = f"precompile skipped: {_reason(err)}"
+    else:
+        note = f"precompiled {len(compiled)} kernels in {time.perf_counter() - began:.0f} s on {jobs} processes"
+    print(note)
+    return note
+
+
+def headline_rows(rows: Sequence[dict]) -> list[dict]:
+    """Per T of the headline shapes, fwd+bwd: ours, the best SDPA backend, and the ratio."""
+    out = []
+    for r in rows:
+        if r["provider"] == "triton" and r["mode"] == "fwd+bwd" and r["tflops"] and is_headline(_shape_of(r)):
+            sdpa = [x for x in rows if x["shape"] == r["shape"] and x["mode"] == "fwd+bwd" and x["tflops"]
+                    and x["provider"].startswith("sdpa")]  # fmt: skip
+            best = max(sdpa, key=lambda x: x["tflops"], default=None)
+            out.append({"T": r["seqlen"], "triton_tflops": r["tflops"], "best_sdpa": best and best["provider"],
+                        "sdpa_tflops": best and best["tflops"], "ratio": r["speedup_vs_best_sdpa"]})  # fmt: skip
+    return out
+
+
+def _shape_of(row: dict) -> AttentionShape:
+    dtype = getattr(torch, row["dtype"])
+    return AttentionShape(*(row[k] for k in ("batch", "n_head", "n_kv_head", "seqlen", "head_dim", "causal")), dtype)

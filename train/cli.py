@@ -32,6 +32,7 @@ BENCHES: dict[str, str] = {
     "generate": "train.bench_generate",
     "matmul": "train.bench_matmul",
     "kernels": "kernels.bench",
+    "compile": "kernels.compile_report",
     "tokenizer": "train.bench_tokenizer",
     "prepare": "train.bench_prepare",
 }

@@ -30,6 +30,28 @@ def test_default_shapes_hold_16k_tokens() -> None:
     assert any(s.n_kv_head < s.n_head for s in bench.default_shapes(quick=True))
 
 
+def test_headline_shapes_come_first_so_a_budget_cut_keeps_them() -> None:
+    shapes = bench.default_shapes(quick=False)
+    n = sum(bench.is_headline(s) for s in shapes)
+    assert n == 6 and all(bench.is_headline(s) for s in shapes[:n])
+    assert {s.seqlen for s in shapes[:n]} == {512, 1024, 2048, 4096, 8192, 16384}
+    assert len(set(shapes)) == len(shapes) == 2 * 2 * 2 * 6 + 2
+
+
+def test_headline_rows_pair_ours_with_the_best_sdpa_backend() -> None:
+    shape = bench.AttentionShape(4, 16, 16, 4096, 128, True, torch.bfloat16)
+    base = {**bench.asdict(shape), "shape": shape.name, "dtype": "bfloat16", "mode": "fwd+bwd"}
+    rows = [base | {"provider": p, "tflops": t, "speedup_vs_best_sdpa": r}
+            for p, t, r in (("triton", 300.0, 0.75), ("sdpa-flash", 400.0, 1.0), ("sdpa-math", 20.0, 0.05),
+                            ("naive", 10.0, 0.02))]  # fmt: skip
+    rows.append(rows[0] | {"mode": "fwd", "tflops": 999.0})  # another mode: not in the headline
+    other = bench.AttentionShape(4, 16, 16, 4096, 128, False, torch.bfloat16)  # not causal: not headline
+    rows.append(rows[0] | {**bench.asdict(other), "shape": other.name, "dtype": "bfloat16"})
+    assert bench.headline_rows(rows) == [
+        {"T": 4096, "triton_tflops": 300.0, "best_sdpa": "sdpa-flash", "sdpa_tflops": 400.0, "ratio": 0.75}
+    ]
+
+
 def test_gate_fails_a_wrong_provider_and_reports_a_raising_one() -> None:
     def wrong(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
         return attention_reference(q, k, v, causal=not causal)  # the other mask
@@ -72,11 +94,25 @@ def test_cpu_path_checks_and_writes_results(tmp_path: Path, capsys: pytest.Captu
         assert tuple(csv.DictReader(f).fieldnames) == bench.ROW_KEYS
 
 
-def test_cli_rejects_unknown_names() -> None:
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path (correctness pass only)")
+def test_budget_stops_starting_shapes_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["kernels", "--out", str(tmp_path), "--providers", "naive", "--budget-s", "1e-9"])
+    assert args.func(args) == 0
+    result = json.loads((tmp_path / "attention.json").read_text())
+    n = len(bench.check_shapes())
+    assert result["attention"] == [] and result["lm_kernels"]  # the LM kernels run first, whatever the budget
+    assert result["meta"]["cut_by_budget"] == f"{n} of {n} shapes not run (--budget-s 1e-09)"
+    assert "budget:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--modes", "fwd,sideways"], ["--budget-s", "0"], ["--budget-s", "soon"]])
+def test_cli_rejects_bad_flags(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     bench.add_parser(parser.add_subparsers())
     with pytest.raises(SystemExit):
-        parser.parse_args(["kernels", "--modes", "fwd,sideways"])
+        parser.parse_args(["kernels", *argv])
 
 
 def test_timed_rows_ratios_and_plot_with_a_stub_timer(

@@ -2,16 +2,13 @@
 
 Without a GPU the kernels run in Triton's CPU interpreter (tests/conftest.py sets TRITON_INTERPRET=1), which
 is serial: shapes stay small (B x H <= 8, T <= 257) so the whole file runs in well under a minute. On a GPU
-the same tests run the compiled kernels. fp32 dots are exact in the interpreter and true fp32 on the GPU (tf32
-only when PyTorch's matmuls allow it), so fp32 tolerances are tight; fp16 and bf16 follow the flash-attention rule: the error against float64 is at most 3x that of the
+the same tests run the compiled kernels. fp32 dots are exact in the interpreter and fp32-accurate on the GPU
+(tf32x3; tf32 only when PyTorch's matmuls allow it), so fp32 tolerances are tight; fp16 and bf16 follow the
+flash-attention rule: the error against float64 is at most 3x that of the
 PyTorch reference computed in the same dtype.
 """
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +16,7 @@ import torch
 from kernels.reference import attention_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-FP32_TOL = 1e-4 if DEVICE == "cuda" else 2e-5  # fp32 dots ("ieee") on the GPU, exact in the interpreter
+FP32_TOL = 1e-4 if DEVICE == "cuda" else 2e-5  # tf32x3 dots on the GPU, exact in the interpreter
 ATOL = {torch.float16: 1e-4, torch.bfloat16: 1e-3}  # a floor under the "3x PyTorch's error" rule
 
 
@@ -211,37 +208,3 @@ def test_gpu_autotune_space_is_pruned(dtype: torch.dtype) -> None:
         assert len(tuned.early_config_prune(tuned.configs, decode, HEAD_DIM=64)) == 1  # no tuning per step
     dkdv = fa._attn_bwd_dkdv_tuned
     assert all(c.num_warps == 8 for c in dkdv.early_config_prune(dkdv.configs, big, HEAD_DIM=128))
-
-
-COMPILE_FOR_HOPPER = """
-import itertools
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-import kernels.flash_attention as fa
-
-pointers = {"LSE": "*fp32", "DELTA": "*fp32"}
-scalars = {"qk_scale": "fp32", "sm_scale": "fp32"}
-kernels = ((fa._attn_fwd, (128, 64)), (fa._attn_bwd_dkdv, (32, 64)), (fa._attn_bwd_dq, (64, 32)),
-           (fa._attn_bwd_preprocess, (64,)))
-for (kernel, blocks), (dtype, dot) in itertools.product(kernels, (("bf16", "tensor"), ("fp32", "fp32"))):
-    consts = dict(HEAD_DIM=64, CAUSAL=True, DOT=dot, BLOCK_M=blocks[0], BLOCK_N=blocks[-1])
-    consts = {k: v for k, v in consts.items() if k in kernel.arg_names}
-    types = {n: f"*{dtype}" if n[0].isupper() else "i32" for n in kernel.arg_names} | pointers | scalars
-    sig = {n: "constexpr" if n in consts else types[n] for n in kernel.arg_names}
-    src = ASTSource(kernel, sig, constexprs={(kernel.arg_names.index(k),): v for k, v in consts.items()})
-    triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 2})
-"""
-
-
-@pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU every test above runs the compiled kernels")
-def test_kernels_compile_for_hopper_without_a_gpu() -> None:
-    """Compiled Triton is stricter than the interpreter: lower each kernel to sm_90 machine code (D 64, causal;
-    bf16 on the tensor cores and fp32 with true fp32 dots), which needs Triton's bundled ptxas but no GPU. In a subprocess, without TRITON_INTERPRET."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = Path(__file__).resolve().parents[2]
-    run = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], env=env, cwd=root, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
-    if run.returncode != 0 and ("ImportError" in run.stderr or "No module named" in run.stderr):
-        pytest.skip(f"this Triton cannot compile for NVIDIA here: {run.stderr.splitlines()[-1]}")
-    assert run.returncode == 0, run.stderr[-3000:]
