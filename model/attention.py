@@ -14,6 +14,7 @@ Hkv key/value heads, D head size.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,8 @@ def _triton_problem(config: GPTConfig, device: torch.device) -> str | None:
     usable, reason = triton_status()
     if not usable:
         return reason
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return f"tensors on {device.type}: the Triton kernel runs on CUDA, or on the CPU under TRITON_INTERPRET=1"
     if config.head_size not in TRITON_HEAD_SIZES:
         return f"head size {config.head_size} is not one of {TRITON_HEAD_SIZES}"
     if config.dropout > 0:

@@ -11,6 +11,7 @@ import torch
 from model import GPT, preset
 
 pytestmark = pytest.mark.kernels  # skipped where Triton cannot run (tests/conftest.py)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # compiled kernels on a GPU, else interpreted
 
 
 @pytest.mark.parametrize(
@@ -27,11 +28,11 @@ pytestmark = pytest.mark.kernels  # skipped where Triton cannot run (tests/conft
 )
 def test_fused_kernels_match_the_pytorch_model(changes: dict, fused: tuple[str, ...]) -> None:
     config = preset("debug", block_size=16, **changes)
-    plain, fast = GPT(config), GPT(config.replace(fused=fused))
+    plain, fast = GPT(config).to(DEVICE), GPT(config.replace(fused=fused)).to(DEVICE)
     fast.load_state_dict(plain.state_dict())
     g = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, 256, (2, 16), generator=g)
-    targets = torch.randint(0, 256, (2, 16), generator=g)
+    idx = torch.randint(0, 256, (2, 16), generator=g).to(DEVICE)
+    targets = torch.randint(0, 256, (2, 16), generator=g).to(DEVICE)
     targets[0, :3] = -100  # ignored positions
     losses = []
     for model in (plain, fast):

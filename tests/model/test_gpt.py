@@ -142,3 +142,14 @@ def test_too_long_input_and_unusable_backend_raise() -> None:
     triton_model = GPT(tiny(attention="triton", dropout=0.1))
     with pytest.raises(BackendError, match="attention='triton' cannot run"):
         triton_model(_tokens())
+
+
+def test_triton_on_cpu_tensors_of_a_gpu_machine_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a GPU present, Triton compiles for it: CPU tensors need the interpreter, else a clear refusal."""
+    import kernels
+
+    monkeypatch.setattr(kernels, "triton_status", lambda: (True, "CUDA device NVIDIA H200"))
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(BackendError, match="tensors on cpu: the Triton kernel runs on CUDA"):
+        GPT(tiny(attention="triton"))(_tokens())
+    assert GPT(tiny(attention="auto")).attention_backend("cpu")[0] == "sdpa"

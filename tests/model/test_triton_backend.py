@@ -9,16 +9,17 @@ import torch
 from model import GPT, preset
 
 pytestmark = pytest.mark.kernels  # skipped where Triton cannot run (tests/conftest.py)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # compiled kernels on a GPU, else interpreted
 
 
 def _train(attention: str, steps: int = 3) -> tuple[list[float], GPT]:
     config = preset("debug", block_size=16, n_embd=64, attention=attention)  # head size 16
-    model = GPT(config, torch.Generator().manual_seed(0))
+    model = GPT(config, torch.Generator().manual_seed(0)).to(DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(1)
     losses = []
     for _ in range(steps):
-        idx = torch.randint(0, 256, (2, 16), generator=g)
+        idx = torch.randint(0, 256, (2, 16), generator=g).to(DEVICE)
         _, loss = model(idx, torch.roll(idx, -1, dims=1))
         opt.zero_grad()
         loss.backward()
@@ -30,7 +31,7 @@ def _train(attention: str, steps: int = 3) -> tuple[list[float], GPT]:
 def test_a_few_training_steps_with_triton_match_sdpa() -> None:
     triton_losses, triton_model = _train("triton")
     sdpa_losses, sdpa_model = _train("sdpa")
-    assert triton_model.attention_backend("cpu")[0] == "triton"
+    assert triton_model.attention_backend(DEVICE)[0] == "triton"
     for a, b in zip(triton_losses, sdpa_losses, strict=True):
         assert abs(a - b) < 1e-5
     for p, q in zip(triton_model.parameters(), sdpa_model.parameters(), strict=True):
@@ -38,8 +39,8 @@ def test_a_few_training_steps_with_triton_match_sdpa() -> None:
 
 
 def test_triton_backend_decodes_with_the_kv_cache() -> None:
-    model = GPT(preset("debug", n_embd=64, attention="triton"), torch.Generator().manual_seed(2))
-    prompt = torch.randint(0, 256, (1, 4), generator=torch.Generator().manual_seed(3))
+    model = GPT(preset("debug", n_embd=64, attention="triton"), torch.Generator().manual_seed(2)).to(DEVICE)
+    prompt = torch.randint(0, 256, (1, 4), generator=torch.Generator().manual_seed(3)).to(DEVICE)
     cached = model.generate(prompt, 6, temperature=0.0, use_cache=True)
-    reference = GPT(preset("debug", n_embd=64, attention="sdpa"), torch.Generator().manual_seed(2))
+    reference = GPT(preset("debug", n_embd=64, attention="sdpa"), torch.Generator().manual_seed(2)).to(DEVICE)
     assert torch.equal(cached, reference.generate(prompt, 6, temperature=0.0, use_cache=False))
