@@ -33,7 +33,10 @@ class BackendError(RuntimeError):
 
 
 def resolve_backend(config: GPTConfig, device: torch.device) -> tuple[str, str]:
-    """(backend, reason): which attention implementation runs for this config on this device, and why."""
+    """(backend, reason): which attention implementation runs for this config on this device, and why. Also
+    refuses fused kernels (config.fused) that cannot run on this device."""
+    if config.fused and (problem := kernels_problem(device)):
+        raise BackendError(f"fused={config.fused} cannot run: {problem}; use fused=()")
     requested = config.attention
     if requested in ("naive", "sdpa"):
         return requested, "requested"
@@ -47,14 +50,21 @@ def resolve_backend(config: GPTConfig, device: torch.device) -> tuple[str, str]:
     return "sdpa", f"auto: {problem or 'not a CUDA device (the Triton kernel on CPU runs only interpreted)'}"
 
 
-def _triton_problem(config: GPTConfig, device: torch.device) -> str | None:
+def kernels_problem(device: torch.device) -> str | None:
+    """Why our Triton kernels cannot run on tensors on `device`, or None."""
     from kernels import triton_status
 
     usable, reason = triton_status()
     if not usable:
         return reason
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        return f"tensors on {device.type}: the Triton kernel runs on CUDA, or on the CPU under TRITON_INTERPRET=1"
+        return f"tensors on {device.type}: the Triton kernels run on CUDA, or on the CPU under TRITON_INTERPRET=1"
+    return None
+
+
+def _triton_problem(config: GPTConfig, device: torch.device) -> str | None:
+    if problem := kernels_problem(device):
+        return problem
     if config.head_size not in TRITON_HEAD_SIZES:
         return f"head size {config.head_size} is not one of {TRITON_HEAD_SIZES}"
     if config.dropout > 0:

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from model.config import ConfigError  # imports torch: not at module level (prepare's workers import us)
+    from model.attention import BackendError  # these import torch: not at module level (prepare's workers
+    from model.config import ConfigError  # import us)
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CgptError, ConfigError) as err:  # expected, user-facing failures: one line, non-zero exit
+    except (CgptError, ConfigError, BackendError) as err:  # expected, user-facing failures: one line, exit 1
         print(f"cgpt {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

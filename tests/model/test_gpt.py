@@ -150,6 +150,8 @@ def test_triton_on_cpu_tensors_of_a_gpu_machine_is_refused(monkeypatch: pytest.M
 
     monkeypatch.setattr(kernels, "triton_status", lambda: (True, "CUDA device NVIDIA H200"))
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(BackendError, match="tensors on cpu: the Triton kernel runs on CUDA"):
+    with pytest.raises(BackendError, match="tensors on cpu: the Triton kernels run on CUDA"):
         GPT(tiny(attention="triton"))(_tokens())
     assert GPT(tiny(attention="auto")).attention_backend("cpu")[0] == "sdpa"
+    with pytest.raises(BackendError, match=r"fused=\('norm',\) cannot run: tensors on cpu"):
+        GPT(tiny(attention="sdpa", fused=("norm",)))(_tokens())

@@ -188,6 +188,19 @@ def test_missing_data_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "meta.json" in capsys.readouterr().err
 
 
+def test_an_attention_backend_that_cannot_run_is_one_line(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("kernels.triton_status", lambda: (False, "no CUDA device (test)"))
+    run = tmp_path / "r"
+    args = ["pretrain", "--data", str(data_dir), "--out", str(run), "--attention", "triton", "--max-steps", "2"]
+    assert main([*args, *TINY]) == 1
+    err = capsys.readouterr().err
+    expected = "attention='triton' cannot run: no CUDA device (test); use attention='sdpa' or 'auto'"
+    assert err == f"cgpt pretrain: error: {expected}\n"
+    assert not run.exists()  # nothing half-made is left behind
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
