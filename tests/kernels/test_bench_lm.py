@@ -9,6 +9,7 @@ import torch
 
 from kernels.bench_lm import NO_GPU, TIMING_KEYS, bench_lm_kernels, format_lm_rows, gate, lm_cases
 from kernels.swiglu import swiglu
+from tests.kernels import DEVICE
 
 KEYS = {
     "kernel",
@@ -30,6 +31,7 @@ def swiglu_case() -> object:
     return case
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="the CPU pass (on a GPU the benchmark times instead)")
 def test_cpu_pass_checks_every_kernel_and_flags_timing() -> None:
     rows = bench_lm_kernels(quick=True, device="cpu")
     assert {r["kernel"] for r in rows} == {"rms_norm", "layer_norm", "rope", "swiglu", "linear_cross_entropy"}
@@ -51,10 +53,10 @@ def test_cpu_pass_checks_every_kernel_and_flags_timing() -> None:
 )
 def test_gate_flags_a_wrong_kernel(wrong: object) -> None:
     bad = dataclasses.replace(swiglu_case(), ours=wrong)
-    inputs = bad.make_inputs(torch.bfloat16, torch.device("cpu"), torch.Generator().manual_seed(0))
+    inputs = bad.make_inputs(torch.bfloat16, torch.device(DEVICE), torch.Generator(DEVICE).manual_seed(0))
     ok, err = gate(bad, inputs)
     assert not ok and err > 0.03
-    rows = bench_lm_kernels(quick=True, device="cpu", cases=[bad])
+    rows = bench_lm_kernels(quick=True, device=DEVICE, cases=[bad])
     assert [r["gate"] for r in rows] == ["FAIL", "FAIL"]
 
 

@@ -13,6 +13,7 @@ from kernels.cross_entropy import (
     fused_linear_cross_entropy,
     fused_linear_cross_entropy_reference,
 )
+from tests.kernels import DEVICE
 
 # max |ours - float64| / max |float64|, for the loss and both gradients
 TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
@@ -29,11 +30,11 @@ def make_inputs(
     N: int, C: int, V: int, dtype: torch.dtype, n_ignored: int = 0, ignore_index: int = -100, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(N, C, generator=g).to(dtype).requires_grad_(True)
-    w = (torch.randn(V, C, generator=g) / C**0.5).to(dtype).requires_grad_(True)
+    x = torch.randn(N, C, generator=g).to(DEVICE, dtype).requires_grad_(True)
+    w = (torch.randn(V, C, generator=g) / C**0.5).to(DEVICE, dtype).requires_grad_(True)
     targets = torch.randint(0, V, (N,), generator=g)
     targets[torch.randperm(N, generator=g)[:n_ignored]] = ignore_index
-    return x, w, targets
+    return x, w, targets.to(DEVICE)
 
 
 def check_loss(
@@ -103,7 +104,7 @@ def test_frozen_head_no_grad_mode_and_out_of_range_targets() -> None:
 
 def test_autocast_casts_like_linear_and_mismatched_dtypes_raise() -> None:
     x, w, targets = make_inputs(8, 16, 40, torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
         loss = fused_linear_cross_entropy(x, w, targets)
     loss.backward()
     assert x.grad.dtype == torch.float32 and w.grad.dtype == torch.float32  # back through the casts

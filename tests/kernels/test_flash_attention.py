@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from kernels.reference import attention_reference
+from tests.kernels import DEVICE
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FP32_TOL = 1e-4 if DEVICE == "cuda" else 2e-5  # tf32x3 dots on the GPU, exact in the interpreter
 ATOL = {torch.float16: 1e-4, torch.bfloat16: 1e-3}  # a floor under the "3x PyTorch's error" rule
 

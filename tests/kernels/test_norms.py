@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kernels.norms import MAX_C, layer_norm, layer_norm_reference, rms_norm, rms_norm_reference
+from tests.kernels import DEVICE
 
 # max |ours - float64| / max |float64|; bf16 is looser still because the interpreter truncates on casts
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
@@ -28,7 +29,7 @@ def check_norm(
         t.requires_grad_(True)
     y = rms_norm(x, w, eps) if kind == "rms" else layer_norm(x, w, b, eps)
     assert y.dtype == x.dtype and y.shape == x.shape
-    dy = torch.randn(y.shape, dtype=y.dtype)
+    dy = torch.randn(y.shape, dtype=y.dtype, device=y.device)
     grads = torch.autograd.grad(y, leaves, dy)
 
     leaves64 = [t.detach().double().requires_grad_(True) for t in leaves]
@@ -48,9 +49,9 @@ def check_norm(
 def test_norm_matches_float64_reference(kind: str, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
     g = torch.Generator().manual_seed(0)
     C = shape[-1]
-    x = (torch.randn(shape, generator=g) * 2 + 0.5).to(dtype)  # non-zero mean: exercises the centring
-    w = (1 + 0.5 * torch.randn(C, generator=g)).to(dtype)
-    b = torch.randn(C, generator=g).to(dtype) if kind == "layer" else None
+    x = (torch.randn(shape, generator=g) * 2 + 0.5).to(DEVICE, dtype)  # non-zero mean: exercises the centring
+    w = (1 + 0.5 * torch.randn(C, generator=g)).to(DEVICE, dtype)
+    b = torch.randn(C, generator=g).to(DEVICE, dtype) if kind == "layer" else None
     check_norm("rms" if kind == "rms" else "layer", x, w, b, TOL[dtype])
 
 
@@ -58,15 +59,16 @@ def test_norm_matches_float64_reference(kind: str, dtype: torch.dtype, shape: tu
 def test_wide_rows_and_fp32_weight_with_bf16_activations(kind: str) -> None:
     g = torch.Generator().manual_seed(1)
     C = 8192
-    x = torch.randn(3, C, generator=g).to(torch.bfloat16)
-    w, b = 1 + 0.1 * torch.randn(C, generator=g), 0.1 * torch.randn(C, generator=g)  # fp32 parameters
+    x = torch.randn(3, C, generator=g).to(DEVICE, torch.bfloat16)
+    w, b = (1 + 0.1 * torch.randn(C, generator=g)).to(DEVICE), (0.1 * torch.randn(C, generator=g)).to(DEVICE)  # fp32
     check_norm(kind, x, w, b if kind == "layer" else None, TOL[torch.bfloat16])
 
 
 def test_strided_input_and_many_rows_per_backward_program() -> None:
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(10, 3, 40, generator=g).transpose(0, 1)  # (3, 10, 40), not contiguous
-    check_norm("layer", x, torch.randn(40, generator=g), torch.randn(40, generator=g), TOL[torch.float32])
+    x = torch.randn(10, 3, 40, generator=g).to(DEVICE).transpose(0, 1)  # (3, 10, 40), not contiguous
+    w, b = (torch.randn(40, generator=g).to(DEVICE) for _ in range(2))
+    check_norm("layer", x, w, b, TOL[torch.float32])
 
 
 def test_rejects_bad_shapes() -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kernels.rope import apply_rotary, apply_rotary_reference
+from tests.kernels import DEVICE
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
@@ -27,10 +28,10 @@ def rope_tables(T: int, D: int, theta: float = 10000.0) -> tuple[torch.Tensor, t
 def check_rotary(x: torch.Tensor, tol: float) -> torch.Tensor:
     """x: a (B, H, T, D) leaf of any layout. Compares out and dx with float64; returns out."""
     T, D = x.shape[2], x.shape[3]
-    cos, sin = rope_tables(T, D)
+    cos, sin = (t.to(x.device) for t in rope_tables(T, D))
     out = apply_rotary(x, cos, sin)
     g = torch.Generator().manual_seed(99)
-    dout = torch.randn(x.shape[0], T, x.shape[1], D, generator=g).to(x.dtype).transpose(1, 2)  # strided grad
+    dout = torch.randn(x.shape[0], T, x.shape[1], D, generator=g).to(x.device, x.dtype).transpose(1, 2)  # strided
     (dx,) = torch.autograd.grad(out, [x], dout)
 
     x64 = x.detach().double().requires_grad_(True)
@@ -49,9 +50,9 @@ def test_rotary_matches_float64_reference(dtype: torch.dtype, shape: tuple[int, 
     B, H, T, D = shape
     g = torch.Generator().manual_seed(0)
     if layout == "bhtd":
-        x = torch.randn(B, H, T, D, generator=g).to(dtype)
+        x = torch.randn(B, H, T, D, generator=g).to(DEVICE, dtype)
     else:  # how attention usually gets q: a (B, T, H, D) projection viewed as (B, H, T, D)
-        x = torch.randn(B, T, H, D, generator=g).to(dtype).transpose(1, 2)
+        x = torch.randn(B, T, H, D, generator=g).to(DEVICE, dtype).transpose(1, 2)
     x.requires_grad_(True)
     out = check_rotary(x, TOL[dtype])
     assert out.stride() == x.stride(), "a dense input's layout is kept (no hidden copy to contiguous)"
@@ -59,14 +60,14 @@ def test_rotary_matches_float64_reference(dtype: torch.dtype, shape: tuple[int, 
 
 def test_non_dense_view_of_a_fused_qkv_projection() -> None:
     B, T, H, D = 2, 9, 3, 16
-    qkv = torch.randn(B, T, 3 * H * D, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    qkv = torch.randn(B, T, 3 * H * D, generator=torch.Generator().manual_seed(1)).to(DEVICE).requires_grad_(True)
     q = qkv[..., : H * D].view(B, T, H, D).transpose(1, 2)  # (B, H, T, D), row stride 3 * H * D
     check_rotary(q, TOL[torch.float32])
 
 
 def test_rotation_keeps_pair_norms_and_position_zero() -> None:
-    x = torch.randn(1, 2, 5, 8)
-    out = apply_rotary(x, *rope_tables(5, 8))
+    x = torch.randn(1, 2, 5, 8, device=DEVICE)
+    out = apply_rotary(x, *(t.to(DEVICE) for t in rope_tables(5, 8)))
     pair_norm = lambda t: t[..., :4] ** 2 + t[..., 4:] ** 2  # (B, H, T, D/2)
     torch.testing.assert_close(pair_norm(out), pair_norm(x))
     torch.testing.assert_close(out[:, :, 0], x[:, :, 0])  # angle 0 at position 0
