@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from kernels.bench import AttentionShape, default_shapes, format_table
+from kernels.bench import AttentionShape, default_shapes
+from kernels.bench_cli import format_table
 
 SHARED_LIMIT_KIB = {80: 163, 86: 99, 87: 163, 89: 99, 90: 227, 100: 227, 120: 99}  # per block, by sm
 COLUMNS = "kernel D dtype causal BLOCK_M BLOCK_N warps stages seconds shared_kib fits registers spill_bytes mma"

@@ -31,7 +31,7 @@ COMMANDS: dict[str, str] = {
 BENCHES: dict[str, str] = {
     "generate": "train.bench_generate",
     "matmul": "train.bench_matmul",
-    "kernels": "kernels.bench",
+    "kernels": "kernels.bench_cli",
     "compile": "kernels.compile_report",
     "tokenizer": "train.bench_tokenizer",
     "prepare": "train.bench_prepare",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import bench
+from kernels import bench, bench_cli
 from kernels.reference import attention_reference
 
 
@@ -47,7 +47,7 @@ def test_headline_rows_pair_ours_with_the_best_sdpa_backend() -> None:
     rows.append(rows[0] | {"mode": "fwd", "tflops": 999.0})  # another mode: not in the headline
     other = bench.AttentionShape(4, 16, 16, 4096, 128, False, torch.bfloat16)  # not causal: not headline
     rows.append(rows[0] | {**bench.asdict(other), "shape": other.name, "dtype": "bfloat16"})
-    assert bench.headline_rows(rows) == [
+    assert bench_cli.headline_rows(rows) == [
         {"T": 4096, "triton_tflops": 300.0, "best_sdpa": "sdpa-flash", "sdpa_tflops": 400.0, "ratio": 0.75}
     ]
 
@@ -77,7 +77,7 @@ def test_gate_fails_a_wrong_provider_and_reports_a_raising_one() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path (correctness pass only)")
 def test_cpu_path_checks_and_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
+    bench_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(
         ["kernels", "--out", str(tmp_path), "--providers", "triton,sdpa-math,sdpa-cudnn,naive"]
     )
@@ -97,7 +97,7 @@ def test_cpu_path_checks_and_writes_results(tmp_path: Path, capsys: pytest.Captu
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path (correctness pass only)")
 def test_budget_stops_starting_shapes_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
+    bench_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(["kernels", "--out", str(tmp_path), "--providers", "naive", "--budget-s", "1e-9"])
     assert args.func(args) == 0
     result = json.loads((tmp_path / "attention.json").read_text())
@@ -110,7 +110,7 @@ def test_budget_stops_starting_shapes_and_says_so(tmp_path: Path, capsys: pytest
 @pytest.mark.parametrize("argv", [["--modes", "fwd,sideways"], ["--budget-s", "0"], ["--budget-s", "soon"]])
 def test_cli_rejects_bad_flags(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    bench.add_parser(parser.add_subparsers())
+    bench_cli.add_parser(parser.add_subparsers())
     with pytest.raises(SystemExit):
         parser.parse_args(["kernels", *argv])
 
@@ -129,6 +129,6 @@ def test_timed_rows_ratios_and_plot_with_a_stub_timer(
     tflops = 3.5 * 4 * 32 * 32**2 * 64 / 4e-3 / 1e12
     assert row["tflops"] == pytest.approx(tflops) and row["utilisation"] == pytest.approx(tflops / 1e-6)
     assert row["speedup_vs_best_sdpa"] == pytest.approx(0.25) and row["peak_mib"] == 3.0
-    paths = bench.write_results(tmp_path, {"device": "stub"}, rows, [{"name": "rmsnorm", "ms": 0.1}])
+    paths = bench_cli.write_results(tmp_path, {"device": "stub"}, rows, [{"name": "rmsnorm", "ms": 0.1}])
     plotted = {"attention.png"} if importlib.util.find_spec("matplotlib") else set()  # the optional extra
     assert {p.name for p in paths} == {"attention.json", "attention.csv", "lm_kernels.csv"} | plotted
