@@ -126,10 +126,14 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, **gqa)
 
 
-def _ours(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+def _ours(q: Tensor, k: Tensor, v: Tensor, causal: bool, deterministic: bool = True) -> Tensor:
     from kernels.flash_attention import flash_attention  # imported late: @triton.jit reads TRITON_INTERPRET
 
-    return flash_attention(q, k, v, causal=causal)
+    return flash_attention(q, k, v, causal=causal, deterministic=deterministic)
+
+
+def _ours_atomic(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    return _ours(q, k, v, causal, deterministic=False)  # dq by atomic adds: FlashAttention-2's backward
 
 
 def attention_providers() -> list[Provider]:
@@ -144,6 +148,7 @@ def attention_providers() -> list[Provider]:
     ]
     return [
         Provider("triton", _ours),
+        Provider("triton-atomic", _ours_atomic),
         *sdpa,
         Provider("sdpa-default", _sdpa),
         Provider("naive", attention_reference),

@@ -1,12 +1,13 @@
 """`cgpt bench compile`: compile the attention kernels for a GPU, without one, and read what the compiler did.
 
-For each benchmark shape, every launch of the forward and backward and every tile config the autotuner may
-try there (after `_prune`), Triton lowers the kernel for the target (default sm_90: Hopper, the H100/H200)
-with the argument specialisation its JIT would give those tensors, and its bundled ptxas assembles it;
-its bundled cuobjdump then reads the registers and the stack frame (spilled registers) from the machine code.
-Reported per compile: seconds, shared memory and whether it fits the target's per-block limit, registers,
-spill bytes, and the matrix instructions used (`wgmma`: Hopper's warpgroup tensor-core ops; `mma`: the
-older per-warp ones; `fma`: none). Costs no GPU time: METHOD's "read what costs no device time".
+For each benchmark shape, every launch of the forward and of both backward variants, and every tile config
+the autotuner may try there (after `_prune`), Triton lowers the kernel for the target (default sm_90: Hopper,
+the H100/H200) with the argument specialisation its JIT would give those tensors, and its bundled ptxas
+assembles it; its bundled cuobjdump then reads the registers and the stack frame (spilled registers) from the
+machine code. Reported per compile: seconds (milliseconds when Triton's cache already holds it), shared
+memory and whether it fits the target's per-block limit, registers, spill bytes, and the matrix instructions
+used (`wgmma`: Hopper's warpgroup tensor-core ops; `mma`: the older per-warp ones; `fma`: none). Costs no
+GPU time (METHOD's "read what costs no device time").
 
 On a GPU, the compiled kernels land in Triton's cache under the keys the JIT computes, so running this with
 `--jobs N` before `cgpt bench kernels` moves compilation into N parallel processes; the benchmark then loads
@@ -46,7 +47,8 @@ def quick_shapes() -> list[AttentionShape]:
 
 
 def plan(shape: AttentionShape) -> list[tuple[str, object]]:
-    """[(name, Launch)] of one forward and backward at this shape, on meta tensors (no memory, no device)."""
+    """[(name, Launch)] of one forward and both backward variants at this shape, on meta tensors (no memory,
+    no device)."""
     from kernels.flash_attention import backward_launches, forward_launch
 
     s = shape
@@ -55,10 +57,13 @@ def plan(shape: AttentionShape) -> list[tuple[str, object]]:
     k, v, dk, dv = (torch.empty(s.batch, s.n_kv_head, s.seqlen, s.head_dim, dtype=s.dtype, device="meta")
                     for _ in range(4))  # fmt: skip
     lse, delta = (torch.empty(s.batch, s.n_head, s.seqlen, device="meta") for _ in range(2))
+    dq32 = torch.empty(dq.shape, device="meta")  # the atomic variant's fp32 dq accumulator
     scale = s.head_dim**-0.5
     launches = [forward_launch(q, k, v, o, lse, s.causal, scale, gpu=True)]
     launches += backward_launches(do, q, k, v, o, lse, delta, dq, dk, dv, s.causal, scale, gpu=True)
-    return list(zip(("fwd", "bwd_pre", "bwd_dkdv", "bwd_dq"), launches, strict=True))
+    launches += backward_launches(do, q, k, v, o, lse, delta, dq32, dk, dv, s.causal, scale, True, gpu=True)[1:]
+    names = ("fwd", "bwd_pre", "bwd_dkdv", "bwd_dq", "bwd_dkdv_atomic_dq")
+    return list(zip(names, launches, strict=True))
 
 
 def parse_target(text: str | None) -> tuple[str, int, int]:

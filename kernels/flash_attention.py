@@ -82,7 +82,8 @@ _attn_fwd_tuned = triton.autotune(
 )(_attn_fwd)
 _attn_bwd_dkdv_tuned = triton.autotune(  # resident keys: BLOCK_N; streamed queries: BLOCK_M
     _configs([(32, 64, 4, 2), (64, 64, 4, 2), (32, 64, 8, 2), (64, 64, 8, 2), (32, 128, 8, 2)]),
-    key=KEY,
+    key=[*KEY, "ATOMIC_DQ"],
+    reset_to_zero=["DQ"],  # the atomic dq accumulates: zeroed before each tuning run and after tuning
     do_bench=_tuning_bench,
     prune_configs_by={"early_config_prune": _prune("BLOCK_N", "BLOCK_M", 2)},
 )(_attn_bwd_dkdv)
@@ -159,21 +160,25 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, caus
 
 
 def backward_launches(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, delta: Tensor,
-                      dq: Tensor, dk: Tensor, dv: Tensor, causal: bool, sm_scale: float,
+                      dq: Tensor, dk: Tensor, dv: Tensor, causal: bool, sm_scale: float, atomic_dq: bool = False,
                       gpu: bool | None = None) -> list[Launch]:  # fmt: skip
-    """The backward's three launches (delta preprocess, dK/dV, dQ), on contiguous tensors."""
+    """The backward's launches on contiguous tensors: the delta preprocess, dK/dV, then dQ; with atomic_dq,
+    dK/dV also adds dq into `dq` (fp32, zeroed) and there is no dQ launch."""
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     gpu = q.is_cuda if gpu is None else gpu
     rest = (lse, delta, sm_scale, sm_scale * LOG2E, H, H // Hkv, Tq, Tk, _bucket(Tq), _bucket(Tk))
     consts = {"HEAD_DIM": D, "CAUSAL": causal, "DOT": dot_mode(q, gpu)}
     pre = {"HEAD_DIM": D, "BLOCK_M": 64}
-    dkdv_args, dq_args = (q, k, v, do, dk, dv, *rest), (q, k, v, do, dq, *rest)
-    return [
+    dkdv_args, dq_args = (q, k, v, do, dk, dv, dq, *rest), (q, k, v, do, dq, *rest)
+    launches = [
         Launch(_attn_bwd_preprocess, None, "BLOCK_M", Tq, B * H, (o, do, delta, Tq), pre, gpu),
-        Launch(_attn_bwd_dkdv, _attn_bwd_dkdv_tuned, "BLOCK_N", Tk, B * Hkv, dkdv_args, consts, gpu),
-        Launch(_attn_bwd_dq, _attn_bwd_dq_tuned, "BLOCK_M", Tq, B * H, dq_args, consts, gpu),
+        Launch(_attn_bwd_dkdv, _attn_bwd_dkdv_tuned, "BLOCK_N", Tk, B * Hkv, dkdv_args,
+               consts | {"ATOMIC_DQ": atomic_dq}, gpu),  # fmt: skip
     ]
+    if not atomic_dq:
+        launches.append(Launch(_attn_bwd_dq, _attn_bwd_dq_tuned, "BLOCK_M", Tq, B * H, dq_args, consts, gpu))
+    return launches
 
 
 def _attention_forward(
@@ -188,43 +193,45 @@ def _attention_forward(
     return o, lse
 
 
-def _attention_backward(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool, sm_scale: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(dq, dk, dv): contiguous, the inputs' shapes and dtype. Works on contiguous copies of its inputs."""
+def _attention_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool,
+                        sm_scale: float, deterministic: bool = True) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """(dq, dk, dv): contiguous, the inputs' shapes and dtype. Works on contiguous copies of its inputs.
+    deterministic=False: dq by atomic adds (fewer matmuls; the last bits vary from run to run)."""
     do, q, k, v, o = (x.contiguous() for x in (do, q, k, v, o))
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    dq = torch.empty_like(q) if deterministic else torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     delta = torch.empty_like(lse)  # (B, H, Tq) fp32
-    for launch in backward_launches(do, q, k, v, o, lse, delta, dq, dk, dv, causal, sm_scale):
+    for launch in backward_launches(do, q, k, v, o, lse, delta, dq, dk, dv, causal, sm_scale, not deterministic):
         launch.run()
-    return dq, dk, dv
+    return dq.to(q.dtype), dk, dv
 
 
 # ----------------------------------------------------------------------------- custom ops + autograd
 @torch.library.custom_op("cgpt::flash_attn_fwd", mutates_args=())
-def flash_attn_fwd(q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float) -> tuple[Tensor, Tensor]:
-    """The forward as an opaque op for torch.compile: returns (o, lse), lse in log2 units."""
+def flash_attn_fwd(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, deterministic: bool
+) -> tuple[Tensor, Tensor]:
+    """The forward as an opaque op for torch.compile: returns (o, lse), lse in log2 units. `deterministic`
+    is for the backward (it is recorded here so that autograd can hand it on)."""
     return _attention_forward(q, k, v, causal, sm_scale)
 
 
 @flash_attn_fwd.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float) -> tuple[Tensor, Tensor]:
+def _(q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, deterministic: bool) -> tuple[Tensor, Tensor]:
     B, H, Tq, D = q.shape
     return q.new_empty((B, H, Tq, D)), q.new_empty((B, H, Tq), dtype=torch.float32)
 
 
 @torch.library.custom_op("cgpt::flash_attn_bwd", mutates_args=())
-def flash_attn_bwd(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool, sm_scale: float
-) -> tuple[Tensor, Tensor, Tensor]:
+def flash_attn_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool,
+                   sm_scale: float, deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """The backward as an opaque op: returns (dq, dk, dv)."""
-    return _attention_backward(do, q, k, v, o, lse, causal, sm_scale)
+    return _attention_backward(do, q, k, v, o, lse, causal, sm_scale, deterministic)
 
 
 @flash_attn_bwd.register_fake
-def _(
-    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool, sm_scale: float
-) -> tuple[Tensor, Tensor, Tensor]:
+def _(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool, sm_scale: float,
+      deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
@@ -233,16 +240,18 @@ class FlashAttention(torch.autograd.Function):
     `register_autograd`; `FlashAttention.apply` is the same computation as a plain autograd.Function."""
 
     @staticmethod
-    def forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float) -> tuple[Tensor, Tensor]:
+    def forward(
+        q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, deterministic: bool = True
+    ) -> tuple[Tensor, Tensor]:
         _check_inputs(q, k, v)
-        return flash_attn_fwd(q, k, v, causal, sm_scale)
+        return flash_attn_fwd(q, k, v, causal, sm_scale, deterministic)
 
     @staticmethod
     def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: tuple) -> None:
-        q, k, v, causal, sm_scale = inputs
+        q, k, v, causal, sm_scale, deterministic = inputs
         o, lse = output
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.sm_scale = causal, sm_scale
+        ctx.causal, ctx.sm_scale, ctx.deterministic = causal, sm_scale, deterministic
         ctx.mark_non_differentiable(lse)
 
     @staticmethod
@@ -250,8 +259,8 @@ class FlashAttention(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, do: Tensor, dlse: Tensor | None
     ) -> tuple[Tensor | None, ...]:
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = flash_attn_bwd(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale)
-        return dq, dk, dv, None, None
+        dq, dk, dv = flash_attn_bwd(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale, ctx.deterministic)
+        return dq, dk, dv, None, None, None
 
 
 flash_attn_fwd.register_autograd(FlashAttention.backward, setup_context=FlashAttention.setup_context)
@@ -283,12 +292,13 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         )
 
 
-def flash_attention(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool = True, sm_scale: float | None = None
-) -> Tensor:
+def flash_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, sm_scale: float | None = None,
+                    deterministic: bool = True) -> Tensor:  # fmt: skip
     """Exact attention softmax(q k^T * scale [+ causal mask]) v, fused. q: (B, H, Tq, D);
     k, v: (B, Hkv, Tk, D) with H % Hkv == 0; D in SUPPORTED_HEAD_DIMS; scale defaults to 1/sqrt(D).
-    Returns (B, H, Tq, D) in q's dtype; differentiable in q, k, v. Raises ValueError on unsupported inputs."""
+    Returns (B, H, Tq, D) in q's dtype; differentiable in q, k, v. deterministic=False computes dq with
+    FlashAttention-2's atomic adds (5 block matmuls in the backward instead of 7; the last bits of dq vary
+    between runs). Raises ValueError on unsupported inputs."""
     _check_inputs(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
-    return flash_attn_fwd(q, k, v, causal, scale)[0]
+    return flash_attn_fwd(q, k, v, causal, scale, deterministic)[0]

@@ -47,8 +47,11 @@ def test_headline_rows_pair_ours_with_the_best_sdpa_backend() -> None:
     rows.append(rows[0] | {"mode": "fwd", "tflops": 999.0})  # another mode: not in the headline
     other = bench.AttentionShape(4, 16, 16, 4096, 128, False, torch.bfloat16)  # not causal: not headline
     rows.append(rows[0] | {**bench.asdict(other), "shape": other.name, "dtype": "bfloat16"})
+    rows.append(rows[0] | {"provider": "triton-atomic", "tflops": 360.0, "speedup_vs_best_sdpa": 0.9})
     assert bench_cli.headline_rows(rows) == [
-        {"T": 4096, "triton_tflops": 300.0, "best_sdpa": "sdpa-flash", "sdpa_tflops": 400.0, "ratio": 0.75}
+        {"T": 4096, "ours": "triton", "tflops": 300.0, "best_sdpa": "sdpa-flash", "sdpa_tflops": 400.0, "ratio": 0.75},
+        {"T": 4096, "ours": "triton-atomic", "tflops": 360.0, "best_sdpa": "sdpa-flash", "sdpa_tflops": 400.0,
+         "ratio": 0.9},
     ]
 
 
@@ -79,7 +82,7 @@ def test_cpu_path_checks_and_writes_results(tmp_path: Path, capsys: pytest.Captu
     parser = argparse.ArgumentParser()
     bench_cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(
-        ["kernels", "--out", str(tmp_path), "--providers", "triton,sdpa-math,sdpa-cudnn,naive"]
+        ["kernels", "--out", str(tmp_path), "--providers", "triton,triton-atomic,sdpa-math,sdpa-cudnn,naive"]
     )
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -87,8 +90,8 @@ def test_cpu_path_checks_and_writes_results(tmp_path: Path, capsys: pytest.Captu
     result = json.loads((tmp_path / "attention.json").read_text())
     assert {"python", "torch", "triton", "cuda", "device", "flops"} <= set(result["meta"])
     rows = result["attention"]
-    assert len(rows) == 4 * len(bench.check_shapes())
-    assert all(r["status"] == "ok" for r in rows if r["provider"] in ("triton", "naive", "sdpa-math"))
+    assert len(rows) == 5 * len(bench.check_shapes())
+    assert all(r["status"] == "ok" for r in rows if r["provider"] in ("triton", "triton-atomic", "naive", "sdpa-math"))
     assert all(r["status"] == "n/a" and r["reason"] for r in rows if r["provider"] == "sdpa-cudnn")
     with (tmp_path / "attention.csv").open() as f:
         assert tuple(csv.DictReader(f).fieldnames) == bench.ROW_KEYS

@@ -29,12 +29,14 @@ def test_every_launchable_config_compiles_for_hopper_and_fits(tmp_path: Path) ->
     rows = json.loads(out.read_text())["rows"]
     assert all(r["fits"] for r in rows)  # every tile fits the 227 KiB of an H100/H200 block
     half = [r for r in rows if r["dtype"] == "bfloat16" and r["kernel"] != "bwd_pre"]
-    assert half and all(r["mma"] == "wgmma" and r["spill_bytes"] == 0 for r in half), half
-    kept = {k: sum(r["kernel"] == k for r in half) for k in ("fwd", "bwd_dkdv", "bwd_dq")}
-    assert kept == {"fwd": 4, "bwd_dkdv": 3, "bwd_dq": 4}  # the pruned autotune space at D 128, bf16
+    assert half and all(r["mma"] == "wgmma" for r in half), half
+    default = [r for r in half if r["kernel"] != "bwd_dkdv_atomic_dq"]  # the atomic variant may spill a little
+    assert all(r["spill_bytes"] == 0 for r in default), default
+    kept = {k: sum(r["kernel"] == k for r in half) for k in ("fwd", "bwd_dkdv", "bwd_dq", "bwd_dkdv_atomic_dq")}
+    assert kept == {"fwd": 4, "bwd_dkdv": 3, "bwd_dq": 4, "bwd_dkdv_atomic_dq": 3}  # the pruned space at D 128
     fp32 = [r for r in rows if r["dtype"] == "float32" and r["kernel"] != "bwd_pre"]
-    assert len(fp32) == 3 and all((r["BLOCK_M"], r["BLOCK_N"], r["mma"]) == (32, 32, "mma") for r in fp32)
-    assert "16 compiles for sm_90" in run.stdout
+    assert len(fp32) == 4 and all((r["BLOCK_M"], r["BLOCK_N"], r["mma"]) == (32, 32, "mma") for r in fp32)
+    assert "20 compiles for sm_90" in run.stdout
 
 
 def test_targets_are_parsed_or_refused() -> None:

@@ -8,6 +8,7 @@ flash-attention rule: the error against float64 is at most 3x that of the
 PyTorch reference computed in the same dtype.
 """
 
+import functools
 import math
 
 import pytest
@@ -43,11 +44,12 @@ def _forward_backward(
     return [o.detach()] + [x.grad for x in leaves]
 
 
-def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, causal: bool) -> None:
+def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, causal: bool,
+           deterministic: bool = True) -> None:  # fmt: skip
     """Ours vs float64; for 16-bit inputs the allowed error is 3x that of the same-dtype reference."""
     from kernels.flash_attention import flash_attention
 
-    ours = _forward_backward(flash_attention, q, k, v, do, causal)
+    ours = _forward_backward(functools.partial(flash_attention, deterministic=deterministic), q, k, v, do, causal)
     exact = _forward_backward(attention_reference, q, k, v, do, causal, torch.float64)
     if q.dtype == torch.float32:
         for name, a, b in zip(("o", "dq", "dk", "dv"), ours, exact, strict=True):
@@ -89,6 +91,24 @@ def test_decode_with_fewer_queries_than_keys(Tq: int, Tk: int, causal: bool) -> 
 def test_half_precision(dtype: torch.dtype, T: int, causal: bool) -> None:
     """fp16 uses 16-bit dots; bf16 runs through the fp32-upcast path in the interpreter."""
     _check(*_inputs(1, 2, 1, T, T, 64, dtype), causal)
+
+
+@pytest.mark.parametrize(
+    ("B", "H", "Hkv", "Tq", "Tk", "D", "dtype", "causal"),
+    [
+        (1, 2, 2, 17, 17, 64, torch.float32, True),
+        (1, 2, 2, 100, 100, 32, torch.float32, False),
+        (2, 4, 2, 100, 100, 64, torch.float32, True),  # GQA: the group's heads add into their own dq rows
+        (1, 2, 1, 5, 70, 64, torch.float32, True),  # decode-like: Tq < Tk
+        (1, 2, 2, 257, 257, 16, torch.float16, True),
+        (1, 4, 2, 100, 100, 128, torch.bfloat16, True),
+    ],
+)
+def test_atomic_dq_backward_matches_reference(
+    B: int, H: int, Hkv: int, Tq: int, Tk: int, D: int, dtype: torch.dtype, causal: bool
+) -> None:
+    """deterministic=False: dq added atomically inside the dK/dV pass (FlashAttention-2's backward)."""
+    _check(*_inputs(B, H, Hkv, Tq, Tk, D, dtype, seed=5), causal, deterministic=False)
 
 
 def test_fully_masked_rows_give_zeros_not_nan() -> None:
@@ -171,9 +191,11 @@ def test_custom_ops_pass_opcheck() -> None:
 
     q, k, v, do = _inputs(1, 2, 1, 20, 30, 16, torch.float32)
     q, k, v = (x.requires_grad_() for x in (q, k, v))
-    torch.library.opcheck(flash_attn_fwd, (q, k, v, True, 0.25))
-    o, lse = flash_attn_fwd(q.detach(), k.detach(), v.detach(), True, 0.25)
-    torch.library.opcheck(flash_attn_bwd, (do, q.detach(), k.detach(), v.detach(), o, lse, True, 0.25))
+    torch.library.opcheck(flash_attn_fwd, (q, k, v, True, 0.25, True))
+    o, lse = flash_attn_fwd(q.detach(), k.detach(), v.detach(), True, 0.25, True)
+    for deterministic in (True, False):
+        args = (do, q.detach(), k.detach(), v.detach(), o, lse, True, 0.25, deterministic)
+        torch.library.opcheck(flash_attn_bwd, args)
     # lse is the row log-sum-exp in base 2 (the last row sees every key)
     logits = (q[0, :, -1] @ k[0, 0].T).detach() * 0.25
     torch.testing.assert_close(lse[0, :, -1], torch.logsumexp(logits, dim=-1) * LOG2E)
