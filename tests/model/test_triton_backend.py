@@ -44,3 +44,19 @@ def test_triton_backend_decodes_with_the_kv_cache() -> None:
     cached = model.generate(prompt, 6, temperature=0.0, use_cache=True)
     reference = GPT(preset("debug", n_embd=64, attention="sdpa"), torch.Generator().manual_seed(2)).to(DEVICE)
     assert torch.equal(cached, reference.generate(prompt, 6, temperature=0.0, use_cache=False))
+
+
+def test_the_model_compiles_with_the_kernel_in_one_graph() -> None:
+    """torch.compile(fullgraph=True) of the whole model: the custom op is one opaque node, no graph break."""
+    torch._dynamo.reset()
+    config = preset("debug", block_size=16, n_embd=64, attention="triton")
+    eager = GPT(config, torch.Generator().manual_seed(0)).to(DEVICE)
+    compiled = GPT(config, torch.Generator().manual_seed(0)).to(DEVICE)
+    idx = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    loss = eager(idx, torch.roll(idx, -1, dims=1))[1]
+    traced = torch.compile(compiled, backend="aot_eager", fullgraph=True)(idx, torch.roll(idx, -1, dims=1))[1]
+    loss.backward()
+    traced.backward()
+    torch.testing.assert_close(traced, loss)
+    for p, q in zip(eager.parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6)
