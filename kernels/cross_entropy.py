@@ -117,9 +117,11 @@ def _accumulate_grad_weight(acc: torch.Tensor, dz: torch.Tensor, x_c: torch.Tens
     """acc + dz^T x_c with acc (V, C) fp32 and dz, x_c possibly fp16 / bf16 (fp32 accumulation throughout)."""
     if dz.dtype == torch.float32:
         return acc.addmm_(dz.t(), x_c)
-    if dz.is_cuda:  # tensor cores on the low-precision operands, fp32 output
-        return torch.addmm(acc, dz.t(), x_c, out_dtype=torch.float32)
-    return acc.addmm_(dz.t().float(), x_c.float())  # CPU (tests): the same sum, upcast operands
+    if dz.device.type == "cpu":  # CPU (tests): the same sum, upcast operands (no low-precision-in, fp32-out mm)
+        return acc.addmm_(dz.t().float(), x_c.float())
+    if torch.compiler.is_compiling():  # traced: torch 2.11's fake-tensor rule for addmm(out_dtype=) is broken
+        return acc + torch.mm(dz.t(), x_c, out_dtype=torch.float32)
+    return torch.addmm(acc, dz.t(), x_c, out_dtype=torch.float32)  # tensor cores in, fp32 sum out, one pass
 
 
 def _loss_and_grads(

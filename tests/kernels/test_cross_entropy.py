@@ -147,3 +147,16 @@ def test_default_chunk_keeps_logits_about_the_size_of_x() -> None:
         assert 1 <= chunk <= N
         assert chunk * V <= max(2 * N * C, MIN_CHUNK * V), (N, C, V, chunk)
     assert default_chunk_size(16384, 768, 50304) == MIN_CHUNK == 1024
+
+
+def test_traced_low_precision_weight_gradient_accumulates_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path torch.compile traces on a GPU, on meta tensors: bf16 operands, an fp32 (V, C) sum, without
+    addmm(out_dtype=), whose fake-tensor rule torch 2.11 gets wrong (eager CUDA runs the real kernel: the
+    tests above cover it on a GPU)."""
+    from kernels.cross_entropy import _accumulate_grad_weight
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    acc = torch.zeros(300, 32, device="meta")
+    dz = torch.empty(9, 300, dtype=torch.bfloat16, device="meta")
+    out = _accumulate_grad_weight(acc, dz, torch.empty(9, 32, dtype=torch.bfloat16, device="meta"))
+    assert out.shape == (300, 32) and out.dtype == torch.float32 and out.device.type == "meta"
