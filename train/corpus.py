@@ -132,6 +132,7 @@ class CorpusStats:
     skipped_binary: list[str] = field(default_factory=list)
     invalid_utf8: dict[str, int] = field(default_factory=dict)  # path -> invalid sequences replaced
     gutenberg_stripped: int = 0
+    blank_documents: int = 0  # empty or whitespace-only: skipped, no <|endoftext|> of their own
 
 
 @dataclass(frozen=True)
@@ -231,10 +232,11 @@ def _jsonl_texts(path: Path, options: ReadOptions, stats: CorpusStats) -> Iterat
 
 
 def _pieces(doc: int, chunks: Iterator[str]) -> Iterator[Piece]:
-    """Pieces of one document with the last one marked; an empty document yields nothing."""
+    """Pieces of one document with the last one marked. Chunks of only whitespace before the first text are
+    dropped, so an empty or whitespace-only document yields nothing."""
     previous = None
     for chunk in chunks:
-        if chunk:
+        if chunk and (previous is not None or not chunk.isspace()):
             if previous is not None:
                 yield Piece(doc, previous, last=False)
             previous = chunk
@@ -265,10 +267,13 @@ def read_corpus(files: Sequence[Path], options: ReadOptions, stats: CorpusStats)
             record = {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
             first_doc = stats.documents
             for document in _file_documents(path, options, stats):
+                blank = True
                 for piece in _pieces(stats.documents, document):
+                    blank = False
                     yield piece
                     if piece.last:
                         stats.documents += 1
+                stats.blank_documents += blank
         except (OSError, EOFError) as err:
             raise CgptError(f"{path}: could not be read ({type(err).__name__}: {err})") from err
         record["documents"] = stats.documents - first_doc

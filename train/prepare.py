@@ -113,7 +113,8 @@ def summary(meta: dict) -> dict:
 def _empty(config: PrepareConfig, stats: CorpusStats) -> CgptError:
     return CgptError(
         f"inputs {', '.join(config.inputs)}: no text found ({len(stats.files)} files read, "
-        f"{len(stats.skipped_binary)} binary files skipped); expected at least one non-empty document"
+        f"{len(stats.skipped_binary)} binary files skipped, {stats.blank_documents} blank documents); expected "
+        "at least one document with text"
     )
 
 
@@ -278,5 +279,6 @@ def make_meta(config: PrepareConfig, tokenizer: Tokenizer, stats: CorpusStats, c
         "skipped_binary_files": stats.skipped_binary,
         "invalid_utf8": {"replaced": sum(stats.invalid_utf8.values()), "files": stats.invalid_utf8},
         "gutenberg_stripped": stats.gutenberg_stripped,
+        "blank_documents_skipped": stats.blank_documents,
         "config": {k: v for k, v in asdict(config).items() if k not in ("progress", "out_dir", "workers")},
     }

@@ -210,3 +210,23 @@ def test_registry_names_the_documented_datasets() -> None:
     shakespeare = datasets.DATASETS["tinyshakespeare"][0]
     assert shakespeare.url.endswith("karpathy/char-rnn/master/data/tinyshakespeare/input.txt")
     assert shakespeare.sha256 == ("86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",)
+
+
+def test_blank_documents_are_skipped_and_counted(tmp_path) -> None:
+    (tmp_path / "a.txt").write_text("  first\n")
+    (tmp_path / "b.txt").write_text(" \n\t\n\n")  # whitespace only: not a document
+    (tmp_path / "c.txt").write_text("")
+    lines = [{"text": "one"}, {"text": "   "}, {"text": ""}, {"text": "\n two"}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    files = [tmp_path / n for n in ("a.txt", "b.txt", "c.txt", "d.jsonl")]
+    texts, stats = documents(files)
+    assert texts == ["  first\n", "one", "\n two"]  # leading whitespace of a real document is kept
+    assert stats.documents == 3 and stats.blank_documents == 4
+    assert [f["documents"] for f in stats.files] == [1, 0, 0, 2]
+
+
+def test_whitespace_chunks_before_the_text_are_dropped_not_the_text(tmp_path) -> None:
+    (tmp_path / "a.txt").write_text(" " * 5000 + "\n" * 3000 + "words here" + " " * 40)
+    texts, stats = documents([tmp_path / "a.txt"], ReadOptions(chunk_chars=1024))
+    assert texts[0].endswith("words here" + " " * 40) and len(texts[0]) < 8000 + 50
+    assert stats.documents == 1 and stats.blank_documents == 0

@@ -177,6 +177,7 @@ def test_uint32_shards_for_large_vocabularies(tmp_path) -> None:
         (lambda d: (d / "e.txt").write_text(""), "char", {}, "no text found"),
         (lambda d: (d / "e.txt").write_text("   "), "train:300", {"val_fraction": 0.0}, "val_fraction=0.0"),
         (lambda d: (d / "e.txt").write_text(""), "train:300", {}, "no text found"),
+        (lambda d: (d / "w.txt").write_text(" \n\t\n"), "char", {}, "1 blank documents"),
         (lambda d: (d / "b.txt").write_bytes(b"\0\0"), "char", {}, r"1 binary files skipped"),
         (lambda d: (d / "b.txt").write_bytes(b"\0\0"), "char", {"strict": True}, "b.txt: binary file"),
         (lambda d: (d / "u.txt").write_bytes(b"\xff"), "char", {"strict": True}, "u.txt: invalid UTF-8"),
