@@ -3,6 +3,7 @@ refusals that protect data, and a non-finite loss that stops cleanly."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -235,3 +236,17 @@ def test_sample_streams_text_from_a_run(data_dir: Path, tmp_path: Path, capsys: 
     assert out.count("--- sample") == 2
     assert main(["sample", "--run", str(tmp_path / "nope"), "--prompt", "x"]) == 1
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_the_function_runs_again_in_one_process_with_the_same_result(data_dir: Path, tmp_path: Path) -> None:
+    """A sweep calls pretrain() dozens of times in one process: no state leaks from one run into the next,
+    and a run between two identical ones (another seed, dropout on) changes nothing."""
+    model = preset("debug", vocab_size=64, block_size=16, dropout=0.1)
+    train = TrainConfig(max_steps=6, batch_size=4, eval_every=3, eval_batches=1, log_every=1, seed=3)
+    first = pretrain(data_dir, tmp_path / "a", model, train, progress=False, log=lambda *_: None)
+    pretrain(data_dir, tmp_path / "b", model, dataclasses.replace(train, seed=4), progress=False, log=lambda *_: None)
+    again = pretrain(data_dir, tmp_path / "c", model, train, progress=False, log=lambda *_: None)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "c") != _losses(tmp_path / "b")
+    assert first["val_loss"] == again["val_loss"] and first["train_loss"] == again["train_loss"]
+    weights = [load_checkpoint(tmp_path / r / "checkpoints" / "best.pt")["model"] for r in ("a", "c")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
