@@ -250,3 +250,17 @@ def test_the_function_runs_again_in_one_process_with_the_same_result(data_dir: P
     assert first["val_loss"] == again["val_loss"] and first["train_loss"] == again["train_loss"]
     weights = [load_checkpoint(tmp_path / r / "checkpoints" / "best.pt")["model"] for r in ("a", "c")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(data_dir: Path, tmp_path: Path) -> None:
+    """--compile (torch.compile, inductor on this CPU) trains the same model: the same losses to rounding."""
+    base = ["pretrain", "--data", str(data_dir), "--max-steps", "3", "--eval-every", "3", *TINY]
+    assert main([*base, "--out", str(tmp_path / "eager")]) == 0
+    assert main([*base, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
+    eager, compiled = _losses(tmp_path / "eager"), _losses(tmp_path / "compiled")
+    assert [r[0] for r in eager] == [r[0] for r in compiled] == [1, 2, 3]
+    for (_, a, va), (_, b, vb) in zip(eager, compiled, strict=True):
+        assert a == pytest.approx(b, rel=1e-4) and (va is None) == (vb is None)
+    config = json.loads((tmp_path / "compiled" / "config.json").read_text())
+    assert config["train"]["compile"] is True
