@@ -124,10 +124,11 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, model_config: GPTConfig,
                                 ("cuda" if torch.cuda.is_available() else "cpu")).type, parallel)
     world = 1 if dist is None else dist.world_size
     try:
-        if resume and run.config.exists():
+        if resume and run.config.exists():  # the run's own settings; only the device may change
             saved = run.read_json(run.config)
             model_config = GPTConfig.from_dict(saved["model"])
             train = dataclasses.replace(TrainConfig(**saved["train"]), device=train.device)
+            allow_repeat = allow_repeat or saved.get("allow_repeat", False)
         needed = check_data(data, model_config, train, world, allow_repeat)
         task = PretrainTask(model_config, data, train, dist)
         trainer = Trainer(task, train, run, dist, progress)
@@ -136,7 +137,8 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, model_config: GPTConfig,
                     "data": {"dir": str(Path(data_dir).resolve()), "tokenizer": data.tokenizer.name,
                              "tokenizer_hash": data.tokenizer.hash, "train_tokens": len(data.train),
                              "val_tokens": len(data.val)},
-                    "planned_tokens": needed, "world_size": world, "attention_backend": backend,
+                    "planned_tokens": needed, "allow_repeat": allow_repeat, "world_size": world,
+                    "attention_backend": backend,
                     "plan": None if plan is None else plan.to_dict()}
         if trainer.is_main:
             run.prepare(resume, force)

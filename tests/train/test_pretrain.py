@@ -184,6 +184,17 @@ def test_more_tokens_than_the_data_needs_allow_repeat(
     assert "epochs" in err and "--allow-repeat" in err and err.count("\n") == 1
 
 
+def test_resume_keeps_the_runs_allow_repeat(data_dir: Path, tmp_path: Path) -> None:
+    """--allow-repeat is part of the run: resuming it needs no second --allow-repeat."""
+    run = tmp_path / "r"
+    base = ["pretrain", "--data", str(data_dir), "--out", str(run), *TINY]
+    assert main([*base, "--max-steps", "400", "--checkpoint-every", "200", "--allow-repeat"]) == 0
+    assert json.loads((run / "config.json").read_text())["allow_repeat"] is True
+    (run / "checkpoints" / "step-00000400.pt").unlink()  # as if killed after step 200's checkpoint
+    assert main(["pretrain", "--data", str(data_dir), "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert _losses(run)[-1][0] == 400
+
+
 def test_missing_data_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pretrain", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 1
     assert "meta.json" in capsys.readouterr().err
