@@ -74,6 +74,7 @@ def _tuning_bench(kernel_call: Callable[[], None], quantiles: tuple[float, ...])
     Configs worth telling apart differ by more than its noise, and a benchmark run tunes dozens of shapes."""
     return triton.testing.do_bench(kernel_call, warmup=10, rep=40, quantiles=quantiles)
 
+
 _attn_fwd_tuned = triton.autotune(
     _configs([(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2)]),
     key=KEY,
