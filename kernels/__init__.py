@@ -1,12 +1,41 @@
 """Triton kernels and their plain-PyTorch references. This package never imports `model/`.
 
-Kernel modules are imported lazily (they decorate functions with `@triton.jit`, which reads
-`TRITON_INTERPRET` at that moment), so importing `kernels` itself is cheap and has no side effects.
+The public API, at the package:
+
+    from kernels import flash_attention          # flash_attention(q, k, v, causal=True, sm_scale=None)
+    from kernels import rms_norm, layer_norm, apply_rotary, swiglu, fused_linear_cross_entropy
+
+Files: reference.py (attention by its definition: the oracle), flash_kernels.py (FlashAttention-2 device code),
+flash.py (its host code: launches, autograd, custom ops), norms.py, rope.py, glu.py, cross_entropy.py (the
+fused LM kernels), bench/ (benchmarks and the compile report).
+
+Kernel modules are imported lazily, on first use of one of these names (they decorate functions with
+`@triton.jit`, which reads `TRITON_INTERPRET` at that moment), so importing `kernels` itself is cheap and has no
+side effects.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "flash_attention": "kernels.flash",
+    "attention_reference": "kernels.reference",
+    "rms_norm": "kernels.norms",
+    "layer_norm": "kernels.norms",
+    "apply_rotary": "kernels.rope",
+    "swiglu": "kernels.glu",
+    "fused_linear_cross_entropy": "kernels.cross_entropy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
 def triton_status() -> tuple[bool, str]:

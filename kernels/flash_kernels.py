@@ -1,7 +1,7 @@
 """FlashAttention-2 in Triton, the device code: exact attention, fused, forward and backward, in O(T)
 memory.
 The host side (tile configs, autotuning, launches, the custom ops and `flash_attention`) is
-`kernels/flash_attention.py`.
+`kernels/flash.py`.
 
 Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning" (2023), after
 Dao et al., "FlashAttention" (2022) and the Triton fused-attention tutorial (Tillet et al.). Forward: one

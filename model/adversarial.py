@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from model.config import ATTACKS
 from model.heads import Batch, TaskModel
-
-ATTACKS = ("fgm", "pgd")
 
 
 def _per_example_norm(t: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Backends (config.attention):
 - `naive`: the explicit masked softmax below - the readable reference and the model's test oracle;
 - `sdpa`:  torch's F.scaled_dot_product_attention (fused CPU/CUDA kernels chosen by PyTorch);
-- `triton`: our FlashAttention-2 kernel from kernels/flash_attention.py;
+- `triton`: our FlashAttention-2 kernel from kernels/flash.py;
 - `auto`:  triton on CUDA when it works for this shape, else sdpa; `resolve_backend` says why.
 An explicitly requested backend that cannot run raises: a silent fallback would make benchmarks lie.
 
@@ -22,14 +22,10 @@ from torch import nn
 
 from kernels.reference import causal_mask, repeat_kv
 from model.cache import KVCache
-from model.config import GPTConfig
+from model.config import BackendError, GPTConfig
 from model.layers import apply_rope
 
 TRITON_HEAD_SIZES = (16, 32, 64, 128)
-
-
-class BackendError(RuntimeError):
-    """The requested attention backend cannot run here; the message says why and what would."""
 
 
 def resolve_backend(config: GPTConfig, device: torch.device) -> tuple[str, str]:
@@ -70,7 +66,7 @@ def _triton_problem(config: GPTConfig, device: torch.device) -> str | None:
     if config.dropout > 0:
         return "the Triton kernel has no attention dropout (dropout must be 0)"
     try:
-        import kernels.flash_attention  # noqa: F401
+        import kernels.flash  # noqa: F401
     except ImportError as err:
         return f"the Triton attention kernel is not available ({err})"
     return None
@@ -122,7 +118,7 @@ class CausalSelfAttention(nn.Module):
         if backend == "triton":
             if padding_mask is not None:
                 raise BackendError("attention='triton' does not take a padding mask; use 'sdpa' or 'naive'")
-            from kernels.flash_attention import flash_attention
+            from kernels.flash import flash_attention
 
             return flash_attention(q, k, v, causal=True)
         mask = None

@@ -16,10 +16,19 @@ POSITIONS = ("learned", "rope")
 ATTENTION_BACKENDS = ("auto", "naive", "sdpa", "triton")
 # Fused Triton kernels (kernels/) that can replace a PyTorch piece of the model, each tested against it.
 FUSED_KERNELS = ("norm", "rope", "swiglu", "cross_entropy")
+# The data a task head trains on (model/heads.py), and the perturbations of the embedding output
+# (model/adversarial.py): named here so that configs can check them without importing torch.
+TASKS = ("classify", "tag", "generate", "regress")
+ATTACKS = ("fgm", "pgd")
 
 
 class ConfigError(ValueError):
     """A configuration value is out of range; the message names the field and what is allowed."""
+
+
+class BackendError(RuntimeError):
+    """The requested attention backend (or fused kernel) cannot run here; the message says why and what would.
+    Raised by model/attention.py and model/layers.py; defined here so that callers can catch it without torch."""
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ConfigError, GPTConfig
+from model.config import TASKS, ConfigError, GPTConfig
 from model.gpt import GPT
 
 Batch = dict[str, torch.Tensor]
@@ -65,8 +65,7 @@ def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # --- the base class and the registry ---------------------------------------------------------------------
 
 
-# The data a head trains on: which reader, label encoding and metrics a recipe uses with it.
-TASKS = ("classify", "tag", "generate", "regress")
+# The data a head trains on (TASKS, in model/config.py): which reader, label encoding and metrics a recipe uses.
 
 
 class Head(nn.Module):
@@ -187,7 +186,7 @@ class TagHead(Head):
         return cross_entropy(outputs, batch["labels"])
 
     def predict(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return outputs.argmax(-1)  # (B, T); train/encode.py reads them back per word
+        return outputs.argmax(-1)  # (B, T); train/finetune/encode.py reads them back per word
 
 
 @register_head("generate")

@@ -85,7 +85,7 @@ class SwiGLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.c_gate(x), self.c_fc(x)  # (B, T, hidden) each
         if self.fused:
-            from kernels.swiglu import swiglu
+            from kernels.glu import swiglu
 
             h = swiglu(gate, up)
         else:

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from train import distributed as D
-from train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from train.errors import CgptError
-from train.hardware import autocast, peak_flops, resolve_device, resolve_dtype
-from train.optim import build_optimizer, lr_at, set_lr
 from train.recipe import Task, TrainConfig
-from train.runlog import RunDir
+from train.runtime import distributed as D
+from train.runtime.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from train.runtime.hardware import autocast, peak_flops, resolve_device, resolve_dtype
+from train.runtime.optim import build_optimizer, lr_at, set_lr
+from train.runtime.rundir import RunDir
 
 
 @dataclass

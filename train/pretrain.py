@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from model import GPT, GPTConfig, flops_per_token
-from train import distributed as D
-from train.data import RandomWindowSampler, TokenDataset, iterate_sequential
+from train.data.loader import RandomWindowSampler, TokenDataset, iterate_sequential
 from train.errors import CgptError
 from train.loop import Trainer
-from train.plan import Plan
+from train.planner.plan import Plan
 from train.recipe import Task, TrainConfig
-from train.runlog import RunDir
+from train.runtime import distributed as D
+from train.runtime.rundir import RunDir
 
 
 class PretrainTask(Task):

@@ -1,4 +1,4 @@
-"""`cgpt quickstart`: the whole life of a small model in one command, on a corpus every machine has.
+"""The quickstart: the whole life of a small model in one call, on a corpus every machine has (`cgpt quickstart`).
 
 1. prepare: the Python standard library's own source files (`--input stdlib`, no download), a BPE tokenizer
    trained on them (4096 tokens: a small model should not spend its parameters on a huge embedding);
@@ -12,19 +12,21 @@ Everything lands in one directory (data/, plan.json, run/), each step a function
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from train.data import TokenDataset, prepare
+from train.data.loader import TokenDataset
+from train.data.prepare import prepare
 from train.errors import CgptError
-from train.plan import Plan, plan_for_minutes
+from train.planner.plan import Plan, plan_for_minutes
+from train.planner.probe import make_probe
 from train.pretrain import pretrain, train_config_from_plan
-from train.probe import make_probe, resolve_device
-from train.runlog import RunDir
-from train.sample import load_run, stream_text
+from train.runs import load_language_model
+from train.runtime.hardware import resolve_device
+from train.runtime.rundir import RunDir
+from train.sample import stream_text
 
 
 def prepare_stdlib(data_dir: Path, vocab_size: int, max_files: int | None) -> TokenDataset:
@@ -72,30 +74,8 @@ def quickstart(out: str | Path, minutes: float = 5.0, vocab_size: int = 4096, bl
     print(f"      val loss {summary['val_loss']:.3f} after {summary['tokens']:,} tokens in {summary['wall_s']:.0f}s "
           f"({summary['tokens_per_s']:,.0f} tokens/s)")
     print(f"[4/4] sample ({prompt!r}, temperature 0.8):")
-    model, tokenizer = load_run(run_dir, device=device)
+    model, tokenizer = load_language_model(run_dir, device=device)
     text = "".join(stream_text(model, tokenizer, prompt, 120, 0.8, 50, None,
                                torch.Generator(device=next(model.parameters()).device).manual_seed(0)))
     print(prompt + text)
     return {**summary, "sample": prompt + text}
-
-
-def run(args: argparse.Namespace) -> int:
-    quickstart(args.out, args.minutes, args.vocab_size, args.block_size, args.device, args.force,
-               args.max_files, args.prompt, progress=not args.no_progress, probe_seconds=args.probe_seconds)
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("quickstart", help="prepare the stdlib corpus, plan, pretrain and sample",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/quickstart", help="directory for data, plan and run")
-    p.add_argument("--minutes", type=float, default=5.0, help="wall-clock training budget (default 5)")
-    p.add_argument("--vocab-size", type=int, default=4096)
-    p.add_argument("--block-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--max-files", type=int, default=None, help="use only the first N stdlib files")
-    p.add_argument("--prompt", default="def ")
-    p.add_argument("--probe-seconds", type=float, default=1.0, help="timed seconds per probed shape")
-    p.add_argument("--force", action="store_true", help="train again over an existing run")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)

@@ -1,18 +1,21 @@
 """What a recipe hands the training loop: a TrainConfig (how to train) and a Task (what to train on).
 
-Pretraining (train/pretrain.py) and fine-tuning (train/finetune.py) are Tasks; train/loop.py trains any Task.
+Pretraining (train/pretrain.py) and fine-tuning (train/finetune/recipe.py) are Tasks; train/loop.py trains any Task.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from model.config import ConfigError
-from train.optim import OPTIMIZERS, SCHEDULES, param_groups
+
+if TYPE_CHECKING:  # the command line reads TrainConfig's fields without importing torch
+    import torch
+    from torch import nn
+
+SCHEDULES = ("cosine", "constant")  # train/runtime/optim.py: lr_at
+OPTIMIZERS = ("adamw", "sgd")  # train/runtime/optim.py: build_optimizer
 
 
 @dataclass(frozen=True)
@@ -64,13 +67,15 @@ class TrainConfig:
 
 
 class Task:
-    """What a recipe provides. Subclasses: PretrainTask (train/pretrain.py), FinetuneTask (train/finetune.py)."""
+    """What a recipe provides. Subclasses: PretrainTask (train/pretrain.py), FinetuneTask (train/finetune/recipe.py)."""
 
     metric = "val_loss"  # the evaluation key that picks the best checkpoint and drives early stopping
     metric_mode = "min"  # or "max" (accuracy, F1)
     model: nn.Module
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        from train.runtime.optim import param_groups  # torch: imported when training, not with the config
+
         return param_groups(self.model, weight_decay)
 
     def next_batch(self, device: torch.device) -> Any:

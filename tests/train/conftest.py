@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from model import preset
-from train.data import prepare
-from train.finetune import finetune
-from train.finetune_config import DataFiles, FinetuneConfig, Source
+from train.data.prepare import prepare
+from train.data.tokenizer import Tokenizer
+from train.finetune.config import DataFiles, FinetuneConfig, Source
+from train.finetune.recipe import finetune
 from train.pretrain import pretrain
 from train.recipe import TrainConfig
-from train.tokenizer import Tokenizer
 
 # Every printable character, so the char tokenizer covers the labelled files and the typos (a-z inserts).
 CORPUS = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(60))

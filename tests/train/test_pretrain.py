@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from model import preset
-from train.checkpoint import load_checkpoint
 from train.cli import main
-from train.data import prepare
+from train.data.prepare import prepare
 from train.errors import CgptError
 from train.pretrain import PretrainTask, pretrain
 from train.recipe import TrainConfig
+from train.runtime.checkpoint import load_checkpoint
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(400))
 TINY = [

@@ -1,0 +1,108 @@
+"""`cgpt pretrain`: flags -> (model config, training config, plan) -> `train.pretrain.pretrain`.
+
+Where the model and schedule come from, lowest priority first:
+  the `baby` preset (GPT-2 architecture, 4 x 128; the data's vocabulary)  <  --preset NAME  or  --plan FILE
+  or a plan made here from --flops C / --minutes M  <  any explicit config flag (--n-layer, --lr, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Any
+
+from model.config import PRESETS, GPTConfig, preset
+from train.cli import flags
+from train.cli.flags import add_config_flags, config_overrides
+from train.errors import CgptError
+from train.planner.plan import Plan, make_plan, plan_for_minutes
+from train.recipe import TrainConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("pretrain", help="pretrain a GPT on prepared token shards",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="a directory written by `cgpt prepare`")
+    p.add_argument("--out", required=True, help="the run directory to create (or --resume)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--plan", help="a plan.json written by `cgpt plan --out`")
+    budget.add_argument("--minutes", type=flags.amount, help="plan for this many minutes of training here")
+    budget.add_argument("--flops", type=flags.amount, help="plan for this many training FLOPs (6ND), e.g. 1e15")
+    budget.add_argument("--preset", choices=list(PRESETS), help="a named model preset (debug, baby, small, gpt2, ...)")
+    flags.add_law_flags(p)  # --constants, --allocation: for --minutes / --flops
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite a run that already exists in --out")
+    p.add_argument("--allow-repeat", action="store_true", help="allow more tokens than the data holds (epochs)")
+    p.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp", help="under torchrun (default ddp)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(p, GPTConfig, title="model (override the plan or preset)")
+    add_config_flags(p, TrainConfig, title="training (override the plan)")
+    p.set_defaults(func=run)
+
+
+def resolve(args: argparse.Namespace, vocab_size: int) -> tuple[GPTConfig, TrainConfig, Plan | None]:
+    """The model config, training config and plan that these flags describe, for data of `vocab_size`."""
+    from train.pretrain import train_config_from_plan
+    from train.runtime.hardware import resolve_device
+
+    model_over, train_over = config_overrides(args, GPTConfig), config_overrides(args, TrainConfig)
+    plan = None
+    block_size = model_over.get("block_size", 256)
+    law = dict(constants=args.constants, allocation=args.allocation)
+    if args.plan:
+        plan = Plan.from_json(args.plan)
+        if plan.vocab_size != vocab_size:
+            raise CgptError(f"plan file {args.plan}: vocab_size={plan.vocab_size}, but the data's tokenizer has "
+                            f"{vocab_size} tokens; plan with --vocab-size {vocab_size}")
+    elif args.flops:
+        plan = make_plan("flops", args.flops, vocab_size, block_size, **law)
+    elif args.minutes:
+        from train.planner.probe import make_probe
+
+        measure = make_probe(resolve_device(train_over.get("device", "auto")))
+        plan = plan_for_minutes(args.minutes, measure, vocab_size, block_size, **law)
+    if plan is not None:
+        model = plan.model_config(**model_over)
+        train = train_config_from_plan(plan, _world_size(), **train_over)
+        return model, train, plan
+    base = preset(args.preset) if args.preset else preset("baby")
+    model = base.replace(**{"vocab_size": vocab_size, **model_over})
+    return model, TrainConfig(**train_over), None
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from train.data.loader import TokenDataset
+    from train.pretrain import pretrain
+    from train.runtime.rundir import RunDir
+
+    if args.resume and (config_overrides(args, GPTConfig) or args.plan or args.flops or args.minutes
+                        or args.preset):
+        raise CgptError("--resume continues the run in --out with its saved configuration; drop the model, "
+                        "budget and plan flags")
+    if not args.resume and not args.force and RunDir(args.out).holds_run():
+        raise CgptError(f"{args.out}: already holds a run; pass --resume to continue it or --force to overwrite it")
+    data = TokenDataset.open(args.data)
+    model, train, plan = resolve(args, data.tokenizer.vocab_size)
+    if args.resume:
+        train = dataclasses.replace(train, **config_overrides(args, TrainConfig))
+    summary = pretrain(args.data, args.out, model, train, plan, resume=args.resume, force=args.force,
+                       allow_repeat=args.allow_repeat, progress=not args.no_progress, parallel=args.parallel)
+    if _rank() == 0:
+        print(_summary_line(summary))
+    return 0
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    mfu = s["mfu"] if isinstance(s["mfu"], str) else f"{100 * s['mfu']:.1f}%"
+    return (f"done: {s['steps']} steps, {s['tokens']:,} tokens in {s['wall_s']:.1f}s "
+            f"({s['tokens_per_s']:,.0f} tokens/s, MFU {mfu}); train loss {s['train_loss']:.4f}, "
+            f"val loss {s['val_loss']:.4f}")

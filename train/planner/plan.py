@@ -1,0 +1,260 @@
+"""The compute plan: a budget in, a frozen `Plan` out - the model's shape, its tokens and its schedule.
+
+`make_plan` is pure: budget (FLOPs, parameters or tokens) -> target N (train/planner/scaling.py) -> the nearest
+shape, with N counted exactly (train/planner/shapes.py) -> tokens D for that N -> batch, steps, learning rate. `Plan`
+is saved as JSON for `cgpt pretrain --plan plan.json`, which builds the model with `Plan.model_config()`.
+
+`plan_for_minutes` plans for wall-clock time instead: given a throughput function (achieved training FLOP/s
+for a plan's model, measured by train/planner/probe.py or injected by a test) it solves for the budget C whose plan
+takes the given time. C = 6ND throughout (Hoffmann et al. 2022); time is estimated with the FLOPs the model
+really does per token (model.flops.flops_per_token), since that is what the probe measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from model.config import ConfigError, GPTConfig
+from model.flops import flops_per_token, param_counts
+from train.errors import CgptError
+from train.planner import scaling, shapes
+from train.runtime.files import atomic_write_text
+
+BUDGETS = (*scaling.BUDGET_KINDS, "minutes")
+_INT_FIELDS = tuple(
+    "target_params params tokens n_layer n_embd n_head n_kv_head vocab_size block_size batch_size grad_accum "
+    "batch_tokens steps warmup_steps".split()
+)
+# the GPTConfig fields a plan fixes; everything else (attention backend, dropout, ...) is the trainer's choice
+MODEL_FIELDS = tuple(
+    "vocab_size block_size n_layer n_head n_embd n_kv_head mlp norm positions bias tie_embeddings".split()
+)
+_FLOAT_FIELDS = ("budget_value", "flops", "flops_appendix_f", "predicted_loss", "lr", "min_lr")
+
+
+def _fail(name: str, value: Any, allowed: str) -> CgptError:
+    return CgptError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    # the budget and how it was split
+    budget: str  # flops | params | tokens | minutes
+    budget_value: float  # in the budget's unit (FLOPs, parameters, tokens, minutes)
+    allocation: str  # approach3 | rule20 (train/planner/scaling.py)
+    constants: str  # a key of scaling.CONSTANTS
+    target_params: int  # N the allocation asked for
+    params: int  # N of the chosen shape, embeddings included (model.flops.param_counts(...).total)
+    tokens: int  # D = steps * batch_tokens
+    flops: float  # 6 N D
+    flops_appendix_f: float  # Hoffmann et al. App. F count (embeddings and logits included) x D
+    predicted_loss: float  # L(N, D) with these constants: the fit's scale (MassiveText nats), not your data's
+    # the model (GPTConfig fields)
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_kv_head: int
+    vocab_size: int
+    block_size: int
+    mlp: str
+    norm: str
+    positions: str
+    bias: bool
+    tie_embeddings: bool
+    # the schedule: batch_tokens = batch_size * grad_accum * block_size tokens per optimizer step
+    batch_size: int  # sequences per micro-batch
+    grad_accum: int  # micro-batches per optimizer step
+    batch_tokens: int
+    steps: int
+    lr: float  # peak AdamW learning rate
+    min_lr: float  # end of the cosine decay: lr / 10 (Chinchilla)
+    warmup_steps: int
+    # measured by --minutes (train/planner/probe.py); None otherwise
+    flops_per_s: float | None = None
+    est_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        self._check_kinds()
+        self._check_numbers()
+        self._check_consistency()
+
+    def _check_kinds(self) -> None:
+        if self.budget not in BUDGETS:
+            raise _fail("budget", self.budget, f"one of {list(BUDGETS)}")
+        scaling.check_allocation(self.allocation)
+        scaling.get_constants(self.constants)
+        for name in ("bias", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise _fail(name, getattr(self, name), "true or false")
+
+    def _check_numbers(self) -> None:
+        for name in _INT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise _fail(name, v, "a positive integer")
+        for name in _FLOAT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+                raise _fail(name, v, "a positive number")
+        for name in ("flops_per_s", "est_seconds"):
+            v = getattr(self, name)
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf
+            ):
+                raise _fail(name, v, "a positive number or null")
+
+    def _check_consistency(self) -> None:
+        try:
+            config = self.model_config()
+        except ConfigError as err:
+            raise CgptError(str(err)) from None
+        expected = {
+            "params": param_counts(config).total,
+            "batch_tokens": self.batch_size * self.grad_accum * self.block_size,
+            "tokens": self.steps * self.batch_tokens,
+        }
+        for name, want in expected.items():
+            if getattr(self, name) != want:
+                raise _fail(name, getattr(self, name), f"{want} to match the plan's other fields")
+        if self.min_lr > self.lr:
+            raise _fail("min_lr", self.min_lr, f"at most lr={self.lr}")
+        if self.warmup_steps > self.steps:
+            raise _fail("warmup_steps", self.warmup_steps, f"at most steps={self.steps}")
+
+    def model_config(self, **overrides: Any) -> GPTConfig:
+        """The GPTConfig this plan trains; `overrides` sets other fields (attention backend, dropout, ...)."""
+        fields = {name: getattr(self, name) for name in MODEL_FIELDS}
+        return GPTConfig(**{**fields, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically (temporary file, fsync, rename): a crash never leaves half a plan. The folder must
+        exist: a mistyped --out is an error, not a new directory tree."""
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"no such directory: {folder!r}")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> Plan:
+        """Read and validate a plan file; every error names the file and the field."""
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise CgptError(f"plan file {path}: cannot read it as JSON ({err})") from None
+        if not isinstance(d, dict):
+            raise CgptError(f"plan file {path}: expected a JSON object, found {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        unknown, missing = sorted(set(d) - set(names)), [n for n in required if n not in d]
+        if unknown or missing:
+            raise CgptError(f"plan file {path}: unknown field(s) {unknown}, missing field(s) {missing}")
+        try:
+            return cls(**d)
+        except CgptError as err:
+            raise CgptError(f"plan file {path}: {err}") from None
+
+
+# --- budget -> plan ---------------------------------------------------------------------------------------
+
+
+def make_plan(
+    budget: str,
+    value: float,
+    vocab_size: int,
+    block_size: int,
+    constants: str = scaling.DEFAULT_CONSTANTS,
+    allocation: str = "approach3",
+    arch: GPTConfig | None = None,
+    micro_batch_tokens: int = shapes.MICRO_BATCH_TOKENS,
+) -> Plan:
+    """The plan for a budget of `value` FLOPs | params | tokens (`budget`).
+
+    `arch` supplies the architecture (mlp, norm, positions, bias, tying); GPT-2's by default (GPTConfig()).
+    """
+    arch = GPTConfig() if arch is None else arch
+    laws = scaling.get_constants(constants)
+    target = scaling.target_params(budget, value, allocation, laws)
+    n_layer, n_embd, _ = shapes.choose_shape(target, vocab_size, block_size, arch)
+    config = shapes.shape_config(n_layer, n_embd, vocab_size, block_size, arch)
+    n = param_counts(config).total
+    d = scaling.tokens_for(budget, value, n, allocation, laws)
+    batch_size, grad_accum, steps = shapes.batch_schedule(n, d, block_size, micro_batch_tokens)
+    tokens = steps * batch_size * grad_accum * block_size  # D rounded up to whole steps
+    lr = float(f"{shapes.learning_rate(n):.3g}")  # 6.55e-4, not 6.547966783038427e-4
+    return Plan(
+        budget=budget,
+        budget_value=float(value),
+        allocation=allocation,
+        constants=constants,
+        target_params=max(1, round(target)),
+        params=n,
+        tokens=tokens,
+        flops=scaling.flops_6nd(n, tokens),
+        flops_appendix_f=scaling.flops_appendix_f(config, tokens),
+        predicted_loss=scaling.predicted_loss(n, tokens, laws),
+        **{name: getattr(config, name) for name in MODEL_FIELDS},
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        batch_tokens=batch_size * grad_accum * block_size,
+        steps=steps,
+        lr=lr,
+        min_lr=float(f"{lr / shapes.LR_DECAY:.3g}"),
+        warmup_steps=shapes.warmup_steps(steps),
+    )
+
+
+def estimate_seconds(plan: Plan, flops_per_s: float) -> float:
+    """Training time at an achieved throughput (in model.flops.flops_per_token FLOPs per second)."""
+    return plan.tokens * flops_per_token(plan.model_config()) / flops_per_s
+
+
+MAX_STEP = math.log(100.0)  # plan_for_minutes changes C at most 100x per probe
+
+
+def plan_for_minutes(
+    minutes: float,
+    measure: Callable[[Plan], float],
+    vocab_size: int,
+    block_size: int,
+    tol: float = 0.03,
+    max_iter: int = 12,
+    **options: Any,
+) -> Plan:
+    """The plan that trains in `minutes` at the throughput `measure(plan)` reports (FLOP/s).
+
+    Throughput depends on the shape and the shape on the budget, so this solves est_seconds(plan(C)) = target
+    for C: a fixed-point step C <- C x target / est first, then secant steps on log C, which stay fast where
+    throughput grows almost as fast as C (small models on a GPU), each step at most 100x in C so a noisy
+    measurement cannot send the probe to a model too big for memory. It stops within `tol` of the target and
+    returns the closest plan found. `options` are passed to `make_plan`.
+    """
+    scaling.check_positive("minutes", minutes)
+    seconds = 60.0 * minutes
+    x, prev, best = math.log(seconds * 1e9), None, None  # x = log C; first guess: 1 GFLOP/s
+    for _ in range(max_iter):
+        plan = make_plan("flops", math.exp(x), vocab_size, block_size, **options)
+        flops_per_s = measure(plan)
+        est = estimate_seconds(plan, flops_per_s)
+        miss = math.log(est / seconds)  # log of est / target
+        if best is None or abs(miss) < abs(best[3]):
+            best = (plan, flops_per_s, est, miss)
+        if abs(miss) <= math.log1p(tol):
+            break
+        slope = 1.0 if prev is None or prev[0] == x else (miss - prev[1]) / (x - prev[0])
+        slope = min(max(slope, 0.2), 2.0)  # d log est / d log C = 1 - d log fps / d log C: in (0, 1] mostly
+        step = max(-MAX_STEP, min(MAX_STEP, -miss / slope))  # timing noise must not fling C (and memory) away
+        prev, x = (x, miss), x + step
+    plan, flops_per_s, est, _ = best
+    return dataclasses.replace(
+        plan, budget="minutes", budget_value=float(minutes), flops_per_s=flops_per_s, est_seconds=est
+    )
