@@ -163,16 +163,13 @@ def _loss_and_grads(
 
 def _check_inputs(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> None:
     if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"x must be (N, C) and weight (V, C); got {tuple(x.shape)} and {tuple(weight.shape)}"
-        )
+        raise ValueError(f"x must be (N, C) and weight (V, C); got {tuple(x.shape)} and {tuple(weight.shape)}")
     if targets.shape != (x.shape[0],) or targets.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"targets must be int64 or int32 of shape ({x.shape[0]},); got {targets.dtype} "
-                         f"{tuple(targets.shape)}")  # fmt: skip
-    if x.dtype != weight.dtype:
         raise ValueError(
-            f"x and weight must share a dtype (outside autocast); got {x.dtype} and {weight.dtype}"
+            f"targets must be int64 or int32 of shape ({x.shape[0]},); got {targets.dtype} {tuple(targets.shape)}"
         )
+    if x.dtype != weight.dtype:
+        raise ValueError(f"x and weight must share a dtype (outside autocast); got {x.dtype} and {weight.dtype}")
     if not (x.device == weight.device == targets.device):
         raise ValueError("x, weight and targets must be on one device")
     if chunk_size < 1:

@@ -37,10 +37,7 @@ def supported_head_dims() -> tuple[int, ...]:
 # ----------------------------------------------------------------------------- launch configs
 def _configs(candidates: list[tuple[int, int, int, int]]) -> list[triton.Config]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) -> triton.Config, for the autotuner on a GPU."""
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in candidates
-    ]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in candidates]
 
 
 def _prune(resident: str, streamed: str, acc_tiles: int) -> Callable[..., list[triton.Config]]:
@@ -148,8 +145,9 @@ def dot_mode(q: Tensor, gpu: bool | None = None) -> str:
     return "tensor"
 
 
-def forward_launch(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool, sm_scale: float,
-                   gpu: bool | None = None) -> Launch:  # fmt: skip
+def forward_launch(
+    q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool, sm_scale: float, gpu: bool | None = None
+) -> Launch:
     """The forward's launch: q, k, v (B, H|Hkv, T, D) with unit last stride, o contiguous, lse (B, H, Tq)."""
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
@@ -160,9 +158,22 @@ def forward_launch(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, caus
     return Launch(_attn_fwd, _attn_fwd_tuned, "BLOCK_M", Tq, B * H, args, consts, gpu)
 
 
-def backward_launches(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, delta: Tensor,
-                      dq: Tensor, dk: Tensor, dv: Tensor, causal: bool, sm_scale: float, atomic_dq: bool = False,
-                      gpu: bool | None = None) -> list[Launch]:  # fmt: skip
+def backward_launches(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    delta: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    causal: bool,
+    sm_scale: float,
+    atomic_dq: bool = False,
+    gpu: bool | None = None,
+) -> list[Launch]:
     """The backward's launches on contiguous tensors: the delta preprocess, dK/dV, then dQ; with atomic_dq,
     dK/dV also adds dq into `dq` (fp32, zeroed) and there is no dQ launch."""
     B, H, Tq, D = q.shape
@@ -174,17 +185,23 @@ def backward_launches(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, ls
     dkdv_args, dq_args = (q, k, v, do, dk, dv, dq, *rest), (q, k, v, do, dq, *rest)
     launches = [
         Launch(_attn_bwd_preprocess, None, "BLOCK_M", Tq, B * H, (o, do, delta, Tq), pre, gpu),
-        Launch(_attn_bwd_dkdv, _attn_bwd_dkdv_tuned, "BLOCK_N", Tk, B * Hkv, dkdv_args,
-               consts | {"ATOMIC_DQ": atomic_dq}, gpu),  # fmt: skip
+        Launch(
+            _attn_bwd_dkdv,
+            _attn_bwd_dkdv_tuned,
+            "BLOCK_N",
+            Tk,
+            B * Hkv,
+            dkdv_args,
+            consts | {"ATOMIC_DQ": atomic_dq},
+            gpu,
+        ),
     ]
     if not atomic_dq:
         launches.append(Launch(_attn_bwd_dq, _attn_bwd_dq_tuned, "BLOCK_M", Tq, B * H, dq_args, consts, gpu))
     return launches
 
 
-def _attention_forward(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float
-) -> tuple[Tensor, Tensor]:
+def _attention_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float) -> tuple[Tensor, Tensor]:
     """o (B, H, Tq, D) contiguous, lse (B, H, Tq) fp32 in log2 units. q, k, v may be strided (cache views)."""
     B, H, Tq, D = q.shape
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
@@ -194,8 +211,17 @@ def _attention_forward(
     return o, lse
 
 
-def _attention_backward(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool,
-                        sm_scale: float, deterministic: bool = True) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def _attention_backward(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    causal: bool,
+    sm_scale: float,
+    deterministic: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv): contiguous, the inputs' shapes and dtype. Works on contiguous copies of its inputs.
     deterministic=False: dq by atomic adds (fewer matmuls; the last bits vary from run to run)."""
     do, q, k, v, o = (x.contiguous() for x in (do, q, k, v, o))
@@ -224,15 +250,33 @@ def _(q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, determinis
 
 
 @torch.library.custom_op("cgpt::flash_attn_bwd", mutates_args=())
-def flash_attn_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool,
-                   sm_scale: float, deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def flash_attn_bwd(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    causal: bool,
+    sm_scale: float,
+    deterministic: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     """The backward as an opaque op: returns (dq, dk, dv)."""
     return _attention_backward(do, q, k, v, o, lse, causal, sm_scale, deterministic)
 
 
 @flash_attn_bwd.register_fake
-def _(do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool, sm_scale: float,
-      deterministic: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def _(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    causal: bool,
+    sm_scale: float,
+    deterministic: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
@@ -282,19 +326,16 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
     if D not in SUPPORTED_HEAD_DIMS:
         raise ValueError(f"head size D={D} is not supported; allowed: {SUPPORTED_HEAD_DIMS}")
     if q.dtype not in SUPPORTED_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(
-            f"dtypes q {q.dtype}, k {k.dtype}, v {v.dtype}: need one of {SUPPORTED_DTYPES} for all"
-        )
+        raise ValueError(f"dtypes q {q.dtype}, k {k.dtype}, v {v.dtype}: need one of {SUPPORTED_DTYPES} for all")
     if k.device != q.device or v.device != q.device:
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
     if not q.is_cuda and isinstance(_attn_fwd, triton.JITFunction):  # compiled kernels need a GPU
-        raise ValueError(
-            f"tensors on {q.device} need Triton's CPU interpreter: set TRITON_INTERPRET=1 before import"
-        )
+        raise ValueError(f"tensors on {q.device} need Triton's CPU interpreter: set TRITON_INTERPRET=1 before import")
 
 
-def flash_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, sm_scale: float | None = None,
-                    deterministic: bool = True) -> Tensor:  # fmt: skip
+def flash_attention(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool = True, sm_scale: float | None = None, deterministic: bool = True
+) -> Tensor:
     """Exact attention softmax(q k^T * scale [+ causal mask]) v, fused. q: (B, H, Tq, D);
     k, v: (B, Hkv, Tk, D) with H % Hkv == 0; D in SUPPORTED_HEAD_DIMS; scale defaults to 1/sqrt(D).
     Returns (B, H, Tq, D) in q's dtype; differentiable in q, k, v. deterministic=False computes dq with

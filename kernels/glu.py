@@ -92,9 +92,7 @@ def _as_rows(t: torch.Tensor, F: int) -> torch.Tensor:
 
 class _SwiGLUFunction(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx, gate: torch.Tensor, up: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(ctx: torch.autograd.function.FunctionCtx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         if gate.shape != up.shape or gate.dtype != up.dtype or gate.device != up.device:
             raise ValueError(
                 f"gate and up must match in shape, dtype and device: {tuple(gate.shape)} {gate.dtype} "
@@ -122,9 +120,7 @@ class _SwiGLUFunction(torch.autograd.Function):
         return out.view(gate.shape)
 
     @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, dout: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g2, u2 = ctx.saved_tensors
         F = g2.shape[-1]
         do2 = _as_rows(dout, F)

@@ -137,9 +137,7 @@ def _row_config(C: int) -> tuple[int, int]:
 
 def _backward_programs(n_rows: int, device: torch.device) -> tuple[int, int]:
     """(programs, rows_per_program) for the backward pass: a few programs per SM on a GPU, 4 on CPU."""
-    target = (
-        4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    )
+    target = 4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
     rows_per_program = triton.cdiv(n_rows, min(target, n_rows))
     return triton.cdiv(n_rows, rows_per_program), rows_per_program
 
@@ -199,9 +197,7 @@ class _NormFunction(torch.autograd.Function):
         dx = torch.empty_like(x2, memory_format=torch.contiguous_format)
         programs, rows_per_program = _backward_programs(max(N, 1), x2.device)
         dw_partial = torch.zeros((programs, C), dtype=torch.float32, device=x2.device)
-        db_partial = (
-            torch.zeros((programs, C), dtype=torch.float32, device=x2.device) if ctx.has_bias else None
-        )
+        db_partial = torch.zeros((programs, C), dtype=torch.float32, device=x2.device) if ctx.has_bias else None
         if N > 0:
             _norm_bwd_kernel[(programs,)](
                 x2, weight, dy2, dx, mean, rstd, dw_partial, db_partial if ctx.has_bias else dw_partial,
@@ -223,9 +219,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     return _NormFunction.apply(x, weight, None, eps, True)
 
 
-def layer_norm(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5
-) -> torch.Tensor:
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5) -> torch.Tensor:
     """LayerNorm over the last dim of x (any leading shape), bias optional, fused forward + backward. Computes
     in fp32 and returns x.dtype."""
     return _NormFunction.apply(x, weight, bias, eps, False)

@@ -106,8 +106,7 @@ class _RotaryFunction(torch.autograd.Function):
         T, D = x.shape[2], x.shape[3]
         if cos.shape != (T, D // 2) or sin.shape != (T, D // 2):
             raise ValueError(
-                f"cos and sin must be (T, D/2) = ({T}, {D // 2}), "
-                f"got {tuple(cos.shape)} and {tuple(sin.shape)}"
+                f"cos and sin must be (T, D/2) = ({T}, {D // 2}), got {tuple(cos.shape)} and {tuple(sin.shape)}"
             )
         if not (cos.device == sin.device == x.device):
             raise ValueError("x, cos and sin must be on one device")
@@ -117,9 +116,7 @@ class _RotaryFunction(torch.autograd.Function):
         return _rotate(x, cos, sin, backward=False)
 
     @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         cos, sin = ctx.saved_tensors
         return _rotate(grad, cos, sin, backward=True), None, None
 

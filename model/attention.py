@@ -72,8 +72,9 @@ def _triton_problem(config: GPTConfig, device: torch.device) -> str | None:
     return None
 
 
-def naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-                    dropout: nn.Module) -> torch.Tensor:
+def naive_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: nn.Module
+) -> torch.Tensor:
     """softmax(Q K^T / sqrt(D) masked) V, written out. mask: broadcastable to (B, H, T, Tk), True = may attend."""
     k, v = repeat_kv(k, q.shape[1] // k.shape[1]), repeat_kv(v, q.shape[1] // v.shape[1])  # (B, H, Tk, D)
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, T, Tk)
@@ -95,8 +96,14 @@ class CausalSelfAttention(nn.Module):
         self.dropout_p = config.dropout
         self.fused_rope = "rope" in config.fused
 
-    def forward(self, x: torch.Tensor, backend: str, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cache: KVCache | None = None, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        backend: str,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+        padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, T, C = x.shape
         kv_dim = self.n_kv_head * self.head_size
         q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=2)
@@ -112,8 +119,9 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str,
-                padding_mask: torch.Tensor | None) -> torch.Tensor:
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str, padding_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         T, Tk = q.shape[2], k.shape[2]
         if backend == "triton":
             if padding_mask is not None:
@@ -127,10 +135,12 @@ class CausalSelfAttention(nn.Module):
             if padding_mask is not None:
                 # (B, 1, T, Tk): real keys only; every query keeps itself so no row is empty (no NaN).
                 itself = torch.arange(Tk, device=q.device)[None, :] == torch.arange(T, device=q.device)[:, None] + (
-                    Tk - T)  # (T, Tk): query i is position i + Tk - T
+                    Tk - T
+                )  # (T, Tk): query i is position i + Tk - T
                 mask = mask & (padding_mask[:, None, None, :] | itself)
         if backend == "naive":
             return naive_attention(q, k, v, mask, self.attn_dropout)
         p = self.dropout_p if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None,
-                                              enable_gqa=self.n_kv_head != self.n_head)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None, enable_gqa=self.n_kv_head != self.n_head
+        )

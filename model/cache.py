@@ -29,8 +29,8 @@ class KVCache:
         if self.k[layer] is None:
             self.k[layer] = k.new_zeros(self.shape)
             self.v[layer] = v.new_zeros(self.shape)
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
+        self.k[layer][:, :, self.pos : end] = k
+        self.v[layer][:, :, self.pos : end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def advance(self, n: int) -> None:

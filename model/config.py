@@ -62,10 +62,13 @@ class GPTConfig:
         if self.n_kv_head is None:
             object.__setattr__(self, "n_kv_head", self.n_head)
         kv = self.n_kv_head
-        _check(isinstance(kv, int) and kv >= 1 and self.n_head % kv == 0, "n_kv_head", kv,
-               f"a positive divisor of n_head={self.n_head}")
-        _check(self.n_embd % self.n_head == 0, "n_embd", self.n_embd,
-               f"a multiple of n_head={self.n_head}")
+        _check(
+            isinstance(kv, int) and kv >= 1 and self.n_head % kv == 0,
+            "n_kv_head",
+            kv,
+            f"a positive divisor of n_head={self.n_head}",
+        )
+        _check(self.n_embd % self.n_head == 0, "n_embd", self.n_embd, f"a multiple of n_head={self.n_head}")
         _check(self.mlp in MLP_KINDS, "mlp", self.mlp, f"one of {MLP_KINDS}")
         _check(self.norm in NORMS, "norm", self.norm, f"one of {NORMS}")
         _check(self.positions in POSITIONS, "positions", self.positions, f"one of {POSITIONS}")
@@ -120,13 +123,33 @@ class GPTConfig:
 
 PRESETS: dict[str, GPTConfig] = {
     # A model small enough for unit tests: a forward pass in milliseconds on a CPU.
-    "debug": GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=4, n_embd=32, n_kv_head=2,
-                       mlp="swiglu", norm="rmsnorm", positions="rope", bias=False),
+    "debug": GPTConfig(
+        vocab_size=256,
+        block_size=32,
+        n_layer=2,
+        n_head=4,
+        n_embd=32,
+        n_kv_head=2,
+        mlp="swiglu",
+        norm="rmsnorm",
+        positions="rope",
+        bias=False,
+    ),
     # nanoGPT's "baby GPT" for character-level Shakespeare on a CPU.
     "baby": GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128),
     # A modern small model: RoPE, RMSNorm, SwiGLU, GQA, no biases.
-    "small": GPTConfig(vocab_size=8192, block_size=512, n_layer=6, n_head=6, n_embd=384, n_kv_head=2,
-                       mlp="swiglu", norm="rmsnorm", positions="rope", bias=False),
+    "small": GPTConfig(
+        vocab_size=8192,
+        block_size=512,
+        n_layer=6,
+        n_head=6,
+        n_embd=384,
+        n_kv_head=2,
+        mlp="swiglu",
+        norm="rmsnorm",
+        positions="rope",
+        bias=False,
+    ),
     # GPT-2 124M (Radford et al. 2019): exactly 124,439,808 parameters with the 50257-token vocabulary.
     "gpt2": GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
     "gpt2-medium": GPTConfig(vocab_size=50257, block_size=1024, n_layer=24, n_head=16, n_embd=1024),

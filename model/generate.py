@@ -37,8 +37,9 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
     return logits
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-                generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+) -> torch.Tensor:
     """(B, V) logits of the last position -> (B, 1) next tokens. temperature 0 means greedy (argmax)."""
     if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0")
@@ -50,10 +51,17 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
 
 
 @torch.no_grad()
-def stream_tokens(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                  top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-                  generator: torch.Generator | None = None, stop_token: int | None = None
-                  ) -> Iterator[torch.Tensor]:
+def stream_tokens(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    stop_token: int | None = None,
+) -> Iterator[torch.Tensor]:
     """Yield (B, 1) tokens one step at a time. Rows that emitted `stop_token` keep emitting it; the stream
     ends when every row has stopped or after max_new_tokens."""
     block = model.config.block_size

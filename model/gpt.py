@@ -27,12 +27,14 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         C = config.n_embd
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, C),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, CausalSelfAttention(config, i)) for i in range(config.n_layer)]),
-            ln_f=make_norm(config),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, C),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config, CausalSelfAttention(config, i)) for i in range(config.n_layer)]),
+                ln_f=make_norm(config),
+            )
+        )
         if config.positions == "learned":
             self.transformer["wpe"] = nn.Embedding(config.block_size, C)
         else:  # rotary tables are derived, not learned: non-persistent buffers, absent from checkpoints
@@ -79,8 +81,9 @@ class GPT(nn.Module):
 
     # --- the forward pass, in three parts so heads and adversarial training can enter in between ---------
 
-    def positions(self, idx: torch.Tensor, cache: KVCache | None = None,
-                  padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def positions(
+        self, idx: torch.Tensor, cache: KVCache | None = None, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Position of every token: (T,) counting from the cache's fill, or (B, T) skipping left padding."""
         B, T = idx.shape
         start = 0 if cache is None else cache.pos
@@ -97,16 +100,19 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(pos)
         return self.transformer.drop(x)
 
-    def backbone(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None = None,
-                 padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def backbone(
+        self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None = None, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The blocks and the final norm: embeddings (B, T, C) -> hidden states (B, T, C)."""
         backend, _ = self.attention_backend(x.device)
         rope = None
         if self.config.positions == "rope":
             cos, sin = self.rope_cos.float()[pos], self.rope_sin.float()[pos]  # (T, D/2) or (B, T, D/2)
             if pos.dim() == 2 and "rope" in self.config.fused:
-                raise ValueError("the fused rope kernel takes one position per time step; a padding mask "
-                                 "needs fused kernels without 'rope'")
+                raise ValueError(
+                    "the fused rope kernel takes one position per time step; a padding mask "
+                    "needs fused kernels without 'rope'"
+                )
             rope = (cos, sin) if pos.dim() == 1 else (cos[:, None], sin[:, None])  # (B, 1, T, D/2)
         for block in self.transformer.h:
             x = block(x, backend=backend, rope=rope, cache=cache, padding_mask=padding_mask)
@@ -114,14 +120,20 @@ class GPT(nn.Module):
             cache.advance(x.shape[1])
         return self.transformer.ln_f(x)
 
-    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None,
-                      padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, idx: torch.Tensor, cache: KVCache | None = None, padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Final hidden states (B, T, C), after the final norm: what fine-tuning heads read."""
         pos = self.positions(idx, cache, padding_mask)
         return self.backbone(self.embed(idx, pos), pos, cache, padding_mask)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
-                padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        padding_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """nanoGPT's convention: returns (logits (B, T, V), loss or None); targets of -100 are ignored.
 
         With the fused cross-entropy kernel and targets given, the logits are never materialised and the
@@ -141,19 +153,33 @@ class GPT(nn.Module):
 
     # --- generation (model/generate.py holds the sampling logic) -----------------------------------------
 
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-                 generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+        stop_token: int | None = None,
+    ) -> torch.Tensor:
         """Continue `idx` (B, T) by up to `max_new_tokens`; temperature 0 is greedy. Returns (B, T + new)."""
         new = list(self.stream(idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, stop_token))
         return torch.cat([idx, *new], dim=1) if new else idx
 
-    def stream(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-               generator: torch.Generator | None = None, stop_token: int | None = None
-               ) -> Iterator[torch.Tensor]:
+    def stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+        stop_token: int | None = None,
+    ) -> Iterator[torch.Tensor]:
         """Like `generate`, but yields each new (B, 1) token as soon as it is sampled."""
         from model.generate import stream_tokens
 
-        return stream_tokens(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator,
-                             stop_token)
+        return stream_tokens(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, stop_token)

@@ -113,9 +113,7 @@ def get_head(spec: str) -> type[Head]:
     """A head class from a registry name ("classify") or a user's "module.path:ClassName"."""
     if ":" not in spec:
         if spec not in HEADS:
-            raise ConfigError(
-                f"head={spec!r} is not known: expected one of {sorted(HEADS)} or module.path:ClassName"
-            )
+            raise ConfigError(f"head={spec!r} is not known: expected one of {sorted(HEADS)} or module.path:ClassName")
         return HEADS[spec]
     module_name, _, class_name = spec.partition(":")
     try:

@@ -100,8 +100,9 @@ def make_mlp(config: GPTConfig) -> nn.Module:
 # --- rotary position embeddings (Su et al. 2021, RoFormer) ---------------------------------------------------
 
 
-def rope_tables(head_size: int, length: int, theta: float, device: torch.device | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    head_size: int, length: int, theta: float, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables, each (length, head_size // 2), in fp32: angle(t, i) = t * theta^(-2i / head_size)."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, device=device, dtype=torch.float64) / head_size)
     angles = torch.outer(torch.arange(length, device=device, dtype=torch.float64), inv_freq)

@@ -56,8 +56,9 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 class Trainer:
     """Runs a Task under a TrainConfig into a RunDir. `fit()` returns the summary dict."""
 
-    def __init__(self, task: Task, config: TrainConfig, run: RunDir, dist: D.DistInfo | None = None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self, task: Task, config: TrainConfig, run: RunDir, dist: D.DistInfo | None = None, progress: bool = True
+    ) -> None:
         self.task, self.cfg, self.run, self.dist = task, config, run, dist
         self.is_main = dist is None or dist.is_main
         self.world = 1 if dist is None else dist.world_size
@@ -67,8 +68,14 @@ class Trainer:
         self.state = LoopState()
         self.model = task.model.to(self.device)
         self.wrapped = D.wrap(self.model, dist, self.device)
-        self.optimizer = build_optimizer(task.param_groups(config.weight_decay), config.optimizer, config.lr,
-                                         (config.beta1, config.beta2), config.momentum, self.device)
+        self.optimizer = build_optimizer(
+            task.param_groups(config.weight_decay),
+            config.optimizer,
+            config.lr,
+            (config.beta1, config.beta2),
+            config.momentum,
+            self.device,
+        )
         self.forward_model = torch.compile(self.wrapped) if config.compile else self.wrapped
         peak = config.peak_flops or peak_flops(self.device)
         self.peak = peak * self.world if peak else None
@@ -80,11 +87,18 @@ class Trainer:
         optim = D.full_optimizer_state(self.model, self.optimizer, self.dist)
         if not self.is_main:
             return
-        save_checkpoint(path, {
-            "model": weights, "optimizer": optim, "loop": dataclasses.asdict(self.state),
-            "rng": capture_rng(), "task": self.task.state_dict(),
-            "train_config": dataclasses.asdict(self.cfg), **self.task.checkpoint_extra(),
-        })
+        save_checkpoint(
+            path,
+            {
+                "model": weights,
+                "optimizer": optim,
+                "loop": dataclasses.asdict(self.state),
+                "rng": capture_rng(),
+                "task": self.task.state_dict(),
+                "train_config": dataclasses.asdict(self.cfg),
+                **self.task.checkpoint_extra(),
+            },
+        )
 
     def resume(self) -> None:
         path = self.run.latest_checkpoint()
@@ -109,8 +123,10 @@ class Trainer:
     def train_step(self) -> tuple[float, float, int]:
         """(loss, grad norm, tokens) for one optimizer step of grad_accum micro-batches."""
         cfg, total, tokens = self.cfg, torch.zeros((), device=self.device), 0
-        set_lr(self.optimizer, lr_at(self.state.step, cfg.max_steps, cfg.lr, cfg.warmup_steps,
-                                     cfg.min_lr_ratio, cfg.schedule))
+        set_lr(
+            self.optimizer,
+            lr_at(self.state.step, cfg.max_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio, cfg.schedule),
+        )
         for micro in range(cfg.grad_accum):
             batch = self.task.next_batch(self.device)
             tokens += self.task.tokens_in(batch)
@@ -120,8 +136,10 @@ class Trainer:
         loss = D.all_reduce_mean(total / cfg.grad_accum, self.dist).item()
         if not math.isfinite(loss):
             last = self.run.latest_checkpoint()
-            raise CgptError(f"non-finite loss ({loss}) at step {self.state.step + 1}; stopped. Last good "
-                            f"checkpoint: {last if last else 'none yet'} (lower --lr or check the data)")
+            raise CgptError(
+                f"non-finite loss ({loss}) at step {self.state.step + 1}; stopped. Last good "
+                f"checkpoint: {last if last else 'none yet'} (lower --lr or check the data)"
+            )
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         self.optimizer.step()
@@ -153,8 +171,14 @@ class Trainer:
             self.resume()  # restores the RNG states saved with the checkpoint
         cfg, st = self.cfg, self.state
         self.model.train()
-        bar = tqdm(total=cfg.max_steps, initial=st.step, disable=not self.progress, unit="step",
-                   dynamic_ncols=True, desc="train")
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=st.step,
+            disable=not self.progress,
+            unit="step",
+            dynamic_ncols=True,
+            desc="train",
+        )
         window = [0, 0.0]  # tokens and seconds since the last log line, for tokens/s
         while st.step < cfg.max_steps and not st.stopped_early:
             start = time.perf_counter()
@@ -184,10 +208,15 @@ class Trainer:
 
     def train_record(self, loss: float, norm: float, tokens_per_s: float | None) -> dict[str, Any]:
         st = self.state
-        return {"step": st.step, "tokens": st.tokens, "loss": loss,
-                "lr": self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_scale", 1.0),
-                "grad_norm": norm, "tokens_per_s": tokens_per_s,
-                "mfu": self.mfu(tokens_per_s) if tokens_per_s else None}
+        return {
+            "step": st.step,
+            "tokens": st.tokens,
+            "loss": loss,
+            "lr": self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_scale", 1.0),
+            "grad_norm": norm,
+            "tokens_per_s": tokens_per_s,
+            "mfu": self.mfu(tokens_per_s) if tokens_per_s else None,
+        }
 
     def mfu(self, tokens_per_s: float) -> float | str:
         fpt = self.task.flops_per_token()
@@ -210,13 +239,22 @@ class Trainer:
             D.load_full_states(self.model, self.optimizer, best["model"], best["optimizer"], self.dist)
         tokens_per_s = st.tokens / st.train_s if st.train_s else 0.0
         summary = {
-            "val_loss": st.last.get("val_loss"), "train_loss": st.train_loss, "tokens": st.tokens,
-            "steps": st.step, "params": sum(p.numel() for p in self.model.parameters()),
-            "wall_s": st.wall_s, "train_s": st.train_s, "tokens_per_s": tokens_per_s,
+            "val_loss": st.last.get("val_loss"),
+            "train_loss": st.train_loss,
+            "tokens": st.tokens,
+            "steps": st.step,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "wall_s": st.wall_s,
+            "train_s": st.train_s,
+            "tokens_per_s": tokens_per_s,
             "mfu": self.mfu(tokens_per_s) if tokens_per_s else "unknown",
-            "metric": self.task.metric, "best_metric": st.best, "stopped_early": st.stopped_early,
-            "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
-            "world_size": self.world, "eval": st.last,
+            "metric": self.task.metric,
+            "best_metric": st.best,
+            "stopped_early": st.stopped_early,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "world_size": self.world,
+            "eval": st.last,
         }
         if self.is_main:
             self.run.write_json(self.run.summary, summary)

@@ -31,14 +31,16 @@ class PretrainTask(Task):
 
     metric, metric_mode = "val_loss", "min"
 
-    def __init__(self, model_config: GPTConfig, data: TokenDataset, train: TrainConfig,
-                 dist: D.DistInfo | None = None) -> None:
+    def __init__(
+        self, model_config: GPTConfig, data: TokenDataset, train: TrainConfig, dist: D.DistInfo | None = None
+    ) -> None:
         self.config, self.data, self.train = model_config, data, train
         self.model = GPT(model_config, torch.Generator().manual_seed(train.seed))
         self.dist = dist
         rank, world = (0, 1) if dist is None else (dist.rank, dist.world_size)
-        self.sampler = RandomWindowSampler(data.train, model_config.block_size, train.batch_size, train.seed,
-                                           rank, world)
+        self.sampler = RandomWindowSampler(
+            data.train, model_config.block_size, train.batch_size, train.seed, rank, world
+        )
 
     def next_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return self.sampler.next_batch(device)
@@ -86,42 +88,68 @@ def train_config_from_plan(plan: Plan, world_size: int = 1, **overrides: Any) ->
         elif batch % world_size == 0:
             batch //= world_size
         else:
-            raise CgptError(f"plan batch {plan.batch_size} x {plan.grad_accum} cannot be split over "
-                            f"{world_size} ranks; set --batch-size and --grad-accum")
+            raise CgptError(
+                f"plan batch {plan.batch_size} x {plan.grad_accum} cannot be split over "
+                f"{world_size} ranks; set --batch-size and --grad-accum"
+            )
     every = max(1, min(250, plan.steps // 10))
-    fields = dict(max_steps=plan.steps, batch_size=batch, grad_accum=accum, lr=plan.lr,
-                  min_lr_ratio=plan.min_lr / plan.lr, warmup_steps=plan.warmup_steps, eval_every=every,
-                  checkpoint_every=max(every, min(500, plan.steps)))
+    fields = dict(
+        max_steps=plan.steps,
+        batch_size=batch,
+        grad_accum=accum,
+        lr=plan.lr,
+        min_lr_ratio=plan.min_lr / plan.lr,
+        warmup_steps=plan.warmup_steps,
+        eval_every=every,
+        checkpoint_every=max(every, min(500, plan.steps)),
+    )
     return TrainConfig(**{**fields, **overrides})
 
 
-def check_data(data: TokenDataset, model: GPTConfig, train: TrainConfig, world_size: int,
-               allow_repeat: bool) -> int:
+def check_data(data: TokenDataset, model: GPTConfig, train: TrainConfig, world_size: int, allow_repeat: bool) -> int:
     """The planned token count; refuses a vocabulary mismatch, and repetition unless allowed."""
     vocab = data.tokenizer.vocab_size
     if model.vocab_size < vocab:
-        raise CgptError(f"{data.directory}: tokenizer has {vocab} tokens but the model's vocab_size is "
-                        f"{model.vocab_size}; use the data's vocabulary (or a larger vocab_size)")
+        raise CgptError(
+            f"{data.directory}: tokenizer has {vocab} tokens but the model's vocab_size is "
+            f"{model.vocab_size}; use the data's vocabulary (or a larger vocab_size)"
+        )
     if len(data.val) < model.block_size + 1:
-        raise CgptError(f"{data.directory}: the validation split has {len(data.val)} tokens, fewer than one "
-                        f"window of block_size + 1 = {model.block_size + 1}")
+        raise CgptError(
+            f"{data.directory}: the validation split has {len(data.val)} tokens, fewer than one "
+            f"window of block_size + 1 = {model.block_size + 1}"
+        )
     needed = train.max_steps * train.batch_size * train.grad_accum * model.block_size * world_size
     have = len(data.train)
     if needed > have and not allow_repeat:
-        raise CgptError(f"{data.directory}: the run needs {needed:,} training tokens but the data holds "
-                        f"{have:,} ({needed / have:.1f} epochs); pass --allow-repeat to repeat the data, "
-                        f"or choose a smaller budget")
+        raise CgptError(
+            f"{data.directory}: the run needs {needed:,} training tokens but the data holds "
+            f"{have:,} ({needed / have:.1f} epochs); pass --allow-repeat to repeat the data, "
+            f"or choose a smaller budget"
+        )
     return needed
 
 
-def pretrain(data_dir: str | Path, out_dir: str | Path, model_config: GPTConfig, train: TrainConfig,
-             plan: Plan | None = None, resume: bool = False, force: bool = False, allow_repeat: bool = False,
-             progress: bool = True, parallel: str = "ddp", log: Any = print) -> dict[str, Any]:
+def pretrain(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    model_config: GPTConfig,
+    train: TrainConfig,
+    plan: Plan | None = None,
+    resume: bool = False,
+    force: bool = False,
+    allow_repeat: bool = False,
+    progress: bool = True,
+    parallel: str = "ddp",
+    log: Any = print,
+) -> dict[str, Any]:
     """Pretrain `model_config` on prepared data into `out_dir`; returns summary.json's contents."""
     run = RunDir(out_dir)
     data = TokenDataset.open(data_dir)
-    dist = D.setup(torch.device(train.device if train.device != "auto" else
-                                ("cuda" if torch.cuda.is_available() else "cpu")).type, parallel)
+    dist = D.setup(
+        torch.device(train.device if train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")).type,
+        parallel,
+    )
     world = 1 if dist is None else dist.world_size
     try:
         if resume and run.config.exists():  # the run's own settings; only the device may change
@@ -133,20 +161,32 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, model_config: GPTConfig,
         task = PretrainTask(model_config, data, train, dist)
         trainer = Trainer(task, train, run, dist, progress)
         backend, reason = task.model.attention_backend(trainer.device)
-        resolved = {"command": "pretrain", "model": model_config.to_dict(), "train": dataclasses.asdict(train),
-                    "data": {"dir": str(Path(data_dir).resolve()), "tokenizer": data.tokenizer.name,
-                             "tokenizer_hash": data.tokenizer.hash, "train_tokens": len(data.train),
-                             "val_tokens": len(data.val)},
-                    "planned_tokens": needed, "allow_repeat": allow_repeat, "world_size": world,
-                    "attention_backend": backend,
-                    "plan": None if plan is None else plan.to_dict()}
+        resolved = {
+            "command": "pretrain",
+            "model": model_config.to_dict(),
+            "train": dataclasses.asdict(train),
+            "data": {
+                "dir": str(Path(data_dir).resolve()),
+                "tokenizer": data.tokenizer.name,
+                "tokenizer_hash": data.tokenizer.hash,
+                "train_tokens": len(data.train),
+                "val_tokens": len(data.val),
+            },
+            "planned_tokens": needed,
+            "allow_repeat": allow_repeat,
+            "world_size": world,
+            "attention_backend": backend,
+            "plan": None if plan is None else plan.to_dict(),
+        }
         if trainer.is_main:
             run.prepare(resume, force)
             run.write_json(run.config, resolved)
             data.tokenizer.save(run.tokenizer)
             log(json.dumps({k: resolved[k] for k in ("model", "train")}, separators=(",", ":")))
-            log(f"{task.model.num_params():,} parameters; {needed:,} tokens over {train.max_steps} steps; "
-                f"attention: {backend} ({reason}); device {trainer.device}, {trainer.dtype}")
+            log(
+                f"{task.model.num_params():,} parameters; {needed:,} tokens over {train.max_steps} steps; "
+                f"attention: {backend} ({reason}); device {trainer.device}, {trainer.dtype}"
+            )
         return trainer.fit(resume=resume)
     finally:
         D.teardown(dist)

@@ -47,8 +47,15 @@ class TrainConfig:
     peak_flops: float = 0.0  # FLOP/s for MFU; 0: the device table (unknown devices get no MFU)
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "checkpoint_every", "keep_last",
-                     "log_every"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "eval_every",
+            "checkpoint_every",
+            "keep_last",
+            "log_every",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected a positive integer")
         for name in ("warmup_steps", "patience", "eval_batches"):

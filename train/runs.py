@@ -60,15 +60,18 @@ def open_run(run_dir: str | Path, which: str = "best") -> OpenedRun:
     return OpenedRun(run, path, state, tokenizer)
 
 
-def load_language_model(run_dir: str | Path, which: str = "best", device: str = "auto",
-                        **config_overrides: Any) -> tuple[GPT, Tokenizer]:
+def load_language_model(
+    run_dir: str | Path, which: str = "best", device: str = "auto", **config_overrides: Any
+) -> tuple[GPT, Tokenizer]:
     """The GPT (eval mode, on `device`) and tokenizer of a run whose model scores and generates text: a
     pretraining run, or a fine-tune with the generation head (its backbone is the LM)."""
     opened = open_run(run_dir, which)
     head = opened.state.get("head")
     if opened.finetuned and FinetuneConfig.from_dict(opened.state["finetune"]).task != "generate":
-        raise CgptError(f"{opened.checkpoint}: a fine-tuned {head!r} run has no language-model head; use a "
-                        f"pretraining run (or `cgpt predict` for this one)")
+        raise CgptError(
+            f"{opened.checkpoint}: a fine-tuned {head!r} run has no language-model head; use a "
+            f"pretraining run (or `cgpt predict` for this one)"
+        )
     model = model_from_state(opened.state, opened.checkpoint, **config_overrides)
     return model.to(resolve_device(device)).eval(), opened.tokenizer
 

@@ -44,9 +44,7 @@ ROW_KEYS = tuple(
     "shape batch n_head n_kv_head seqlen head_dim causal dtype provider backend mode status reason"
     " err_o err_dq err_dk err_dv ms tflops peak_mib speedup_vs_best_sdpa utilisation".split()
 )
-TIMED_COLUMNS = (
-    "shape mode provider backend status ms tflops peak_mib speedup_vs_best_sdpa utilisation reason"
-)
+TIMED_COLUMNS = "shape mode provider backend status ms tflops peak_mib speedup_vs_best_sdpa utilisation reason"
 CHECKED_COLUMNS = "shape provider status err_o err_dq err_dk err_dv backend reason"
 
 
@@ -87,12 +85,8 @@ def default_shapes(quick: bool) -> list[AttentionShape]:
     seqlens = (1024, 4096) if quick else (512, 1024, 2048, 4096, 8192, 16384)
     dtypes = (torch.bfloat16,) if quick else (torch.bfloat16, torch.float16)
     dims = (128,) if quick else (128, 64)
-    grid = [
-        (dtype, d, causal, t) for dtype in dtypes for d in dims for causal in (True, False) for t in seqlens
-    ]
-    sweep = [
-        AttentionShape(16384 // t, 2048 // d, 2048 // d, t, d, causal, dtype) for dtype, d, causal, t in grid
-    ]
+    grid = [(dtype, d, causal, t) for dtype in dtypes for d in dims for causal in (True, False) for t in seqlens]
+    sweep = [AttentionShape(16384 // t, 2048 // d, 2048 // d, t, d, causal, dtype) for dtype, d, causal, t in grid]
     trainer = [AttentionShape(8, 12, kv, 1024, 64, True, torch.bfloat16) for kv in (12, 4)]
     headline = [s for s in sweep if is_headline(s)]
     return headline + trainer + [s for s in sweep if not is_headline(s)]
@@ -141,11 +135,7 @@ def attention_providers() -> list[Provider]:
 
     forced = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
     forced["math"] = "MATH"
-    sdpa = [
-        Provider(f"sdpa-{n}", _sdpa, getattr(SDPBackend, b))
-        for n, b in forced.items()
-        if hasattr(SDPBackend, b)
-    ]
+    sdpa = [Provider(f"sdpa-{n}", _sdpa, getattr(SDPBackend, b)) for n, b in forced.items() if hasattr(SDPBackend, b)]
     return [
         Provider("triton", _ours),
         Provider("triton-atomic", _ours_atomic),
@@ -175,13 +165,12 @@ def make_inputs(shape: AttentionShape, device: str, seed: int = 0) -> tuple[Tens
         (s.batch, s.n_head, s.seqlen, s.head_dim),
         (s.batch, s.n_kv_head, s.seqlen, s.head_dim),
     )
-    return tuple(
-        torch.randn(x, generator=g, device=device).to(s.dtype) for x in (q_shape, kv_shape, kv_shape, q_shape)
-    )
+    return tuple(torch.randn(x, generator=g, device=device).to(s.dtype) for x in (q_shape, kv_shape, kv_shape, q_shape))
 
 
-def _outputs(p: Provider, inputs: Sequence[Tensor], causal: bool, dtype: torch.dtype | None = None,
-             on_slice: bool = False) -> list[Tensor]:  # fmt: skip
+def _outputs(
+    p: Provider, inputs: Sequence[Tensor], causal: bool, dtype: torch.dtype | None = None, on_slice: bool = False
+) -> list[Tensor]:
     """[o, dq, dk, dv] of one forward+backward, sliced to batch 0 and kv head 0's group of query heads
     (with on_slice, computed on that slice only: the oracle's memory stays small)."""
     q, k, v, do = inputs
@@ -200,8 +189,9 @@ def error_line(err: Exception) -> str:
     return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
 
 
-def check_provider(p: Provider, inputs: Sequence[Tensor], causal: bool, oracle: list[Tensor],
-                   baseline: list[Tensor]) -> dict:  # fmt: skip
+def check_provider(
+    p: Provider, inputs: Sequence[Tensor], causal: bool, oracle: list[Tensor], baseline: list[Tensor]
+) -> dict:
     """The correctness gate: status ok / FAILED / n/a, the reason, and the max errors of o, dq, dk, dv."""
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -264,8 +254,13 @@ def sdpa_default_backend(inputs: Sequence[Tensor], causal: bool) -> str:
         return f"unknown ({type(err).__name__})"
 
 
-def run_attention_bench(shapes: Sequence[AttentionShape], providers: Sequence[Provider], modes: Sequence[str],
-                        device: str, matmul_tflops: float | None = None) -> list[dict]:  # fmt: skip
+def run_attention_bench(
+    shapes: Sequence[AttentionShape],
+    providers: Sequence[Provider],
+    modes: Sequence[str],
+    device: str,
+    matmul_tflops: float | None = None,
+) -> list[dict]:
     """Gate every (shape, provider) on correctness, then time the passing ones per mode, interleaved per
     shape. Without modes, the correctness pass only: one row per (shape, provider), mode "-"."""
     rows = []

@@ -48,10 +48,12 @@ def plan(shape: AttentionShape) -> list[tuple[str, object]]:
     from kernels.flash import backward_launches, forward_launch
 
     s = shape
-    q, do, o, dq = (torch.empty(s.batch, s.n_head, s.seqlen, s.head_dim, dtype=s.dtype, device="meta")
-                    for _ in range(4))  # fmt: skip
-    k, v, dk, dv = (torch.empty(s.batch, s.n_kv_head, s.seqlen, s.head_dim, dtype=s.dtype, device="meta")
-                    for _ in range(4))  # fmt: skip
+    q, do, o, dq = (
+        torch.empty(s.batch, s.n_head, s.seqlen, s.head_dim, dtype=s.dtype, device="meta") for _ in range(4)
+    )
+    k, v, dk, dv = (
+        torch.empty(s.batch, s.n_kv_head, s.seqlen, s.head_dim, dtype=s.dtype, device="meta") for _ in range(4)
+    )
     lse, delta = (torch.empty(s.batch, s.n_head, s.seqlen, device="meta") for _ in range(2))
     dq32 = torch.empty(dq.shape, device="meta")  # the atomic variant's fp32 dq accumulator
     scale = s.head_dim**-0.5
@@ -115,8 +117,9 @@ def _resources(cubin: bytes) -> dict[str, int]:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([str(tool), "--dump-resource-usage", f.name], capture_output=True, text=True,
-                             check=True).stdout  # fmt: skip
+        out = subprocess.run(
+            [str(tool), "--dump-resource-usage", f.name], capture_output=True, text=True, check=True
+        ).stdout
     line = next(x for x in out.splitlines() if "REG:" in x)
     fields = dict(item.split(":", 1) for item in line.split() if ":" in item)
     return {"registers": int(fields["REG"]), "spill_bytes": int(fields["STACK"])}
@@ -137,11 +140,20 @@ def compile_one(task: tuple) -> dict:
     mma = "wgmma" if "wgmma.mma_async" in ptx else "mma" if "mma.sync" in ptx else "fma"
     shared = compiled.metadata.shared / 1024
     limit = SHARED_LIMIT_KIB.get(target[1])
-    row = {"kernel": name, "D": shape.head_dim, "dtype": str(shape.dtype).removeprefix("torch."),
-           "causal": shape.causal, "BLOCK_M": {**launch.constexprs, **config}.get("BLOCK_M"),
-           "BLOCK_N": {**launch.constexprs, **config}.get("BLOCK_N"), "warps": options["num_warps"],
-           "stages": options["num_stages"], "seconds": seconds, "shared_kib": shared,
-           "fits": None if limit is None else shared <= limit, "mma": mma}  # fmt: skip
+    row = {
+        "kernel": name,
+        "D": shape.head_dim,
+        "dtype": str(shape.dtype).removeprefix("torch."),
+        "causal": shape.causal,
+        "BLOCK_M": {**launch.constexprs, **config}.get("BLOCK_M"),
+        "BLOCK_N": {**launch.constexprs, **config}.get("BLOCK_N"),
+        "warps": options["num_warps"],
+        "stages": options["num_stages"],
+        "seconds": seconds,
+        "shared_kib": shared,
+        "fits": None if limit is None else shared <= limit,
+        "mma": mma,
+    }
     return row | _resources(compiled.asm["cubin"])
 
 

@@ -58,8 +58,9 @@ class LMCase:
 # Cases
 
 
-def _randn(*shape: int, dtype: torch.dtype, device: torch.device, g: torch.Generator, grad: bool = True,
-           scale: float = 1.0) -> torch.Tensor:  # fmt: skip
+def _randn(
+    *shape: int, dtype: torch.dtype, device: torch.device, g: torch.Generator, grad: bool = True, scale: float = 1.0
+) -> torch.Tensor:
     t = (torch.randn(shape, device=device, generator=g) * scale).to(dtype)
     return t.requires_grad_(grad)
 
@@ -71,13 +72,29 @@ def _norm_cases(N: int, C: int) -> list[LMCase]:
     fwd = lambda e, k: 2 * N * C * e + k * C * e + k * N * 4  # k: 1 for RMSNorm, 2 with bias / mean
     bwd = lambda e, k: 3 * N * C * e + 2 * k * C * e + k * N * 4
     return [
-        LMCase("rms_norm", f"N={N} C={C}", lambda *a: inputs(*a)[:2], rms_norm,
-               lambda x, w: F.rms_norm(x, (C,), w, 1e-5), rms_norm_reference,
-               lambda e: fwd(e, 1), lambda e: bwd(e, 1), formula="fwd 2NCe+Ce+4N, bwd 3NCe+2Ce+4N"),
-        LMCase("layer_norm", f"N={N} C={C}", inputs, layer_norm,
-               lambda x, w, b: F.layer_norm(x, (C,), w, b, 1e-5), layer_norm_reference,
-               lambda e: fwd(e, 2), lambda e: bwd(e, 2), formula="fwd 2NCe+2Ce+8N, bwd 3NCe+4Ce+8N"),
-    ]  # fmt: skip
+        LMCase(
+            "rms_norm",
+            f"N={N} C={C}",
+            lambda *a: inputs(*a)[:2],
+            rms_norm,
+            lambda x, w: F.rms_norm(x, (C,), w, 1e-5),
+            rms_norm_reference,
+            lambda e: fwd(e, 1),
+            lambda e: bwd(e, 1),
+            formula="fwd 2NCe+Ce+4N, bwd 3NCe+2Ce+4N",
+        ),
+        LMCase(
+            "layer_norm",
+            f"N={N} C={C}",
+            inputs,
+            layer_norm,
+            lambda x, w, b: F.layer_norm(x, (C,), w, b, 1e-5),
+            layer_norm_reference,
+            lambda e: fwd(e, 2),
+            lambda e: bwd(e, 2),
+            formula="fwd 2NCe+2Ce+8N, bwd 3NCe+4Ce+8N",
+        ),
+    ]
 
 
 def _rope_case(B: int, H: int, T: int, D: int) -> LMCase:
@@ -86,8 +103,17 @@ def _rope_case(B: int, H: int, T: int, D: int) -> LMCase:
         return _randn(B, H, T, D, dtype=dtype, device=dev, g=g), angles.cos(), angles.sin()
 
     move = lambda e: 2 * B * H * T * D * e + T * D * 4  # x in, out, cos + sin (fp32)
-    return LMCase("rope", f"B={B} H={H} T={T} D={D}", inputs, apply_rotary, apply_rotary_reference,
-                  apply_rotary_reference, move, move, formula="2BHTDe + 4TD each way")  # fmt: skip
+    return LMCase(
+        "rope",
+        f"B={B} H={H} T={T} D={D}",
+        inputs,
+        apply_rotary,
+        apply_rotary_reference,
+        apply_rotary_reference,
+        move,
+        move,
+        formula="2BHTDe + 4TD each way",
+    )
 
 
 def _swiglu_case(N: int, F_: int) -> LMCase:
@@ -95,9 +121,17 @@ def _swiglu_case(N: int, F_: int) -> LMCase:
         gate = _randn(N, F_, dtype=dtype, device=dev, g=g, scale=2.0)
         return gate, _randn(N, F_, dtype=dtype, device=dev, g=g)
 
-    return LMCase("swiglu", f"N={N} F={F_}", inputs, swiglu, lambda a, u: F.silu(a) * u, swiglu_reference,
-                  lambda e: 3 * N * F_ * e, lambda e: 5 * N * F_ * e,
-                  formula="fwd 3NFe, bwd 5NFe")  # fmt: skip
+    return LMCase(
+        "swiglu",
+        f"N={N} F={F_}",
+        inputs,
+        swiglu,
+        lambda a, u: F.silu(a) * u,
+        swiglu_reference,
+        lambda e: 3 * N * F_ * e,
+        lambda e: 5 * N * F_ * e,
+        formula="fwd 3NFe, bwd 5NFe",
+    )
 
 
 def _cross_entropy_case(N: int, C: int, V: int) -> LMCase:
@@ -107,10 +141,17 @@ def _cross_entropy_case(N: int, C: int, V: int) -> LMCase:
         return x, w, torch.randint(0, V, (N,), device=dev, generator=g)
 
     torch_path = lambda x, w, t: F.cross_entropy((x @ w.T).float(), t)
-    return LMCase("linear_cross_entropy", f"N={N} C={C} V={V}", inputs, fused_linear_cross_entropy,
-                  torch_path, fused_linear_cross_entropy_reference,
-                  flops_fwd=2 * N * V * C, flops_bwd=4 * N * V * C,
-                  formula="FLOPs fwd 2NVC, bwd 4NVC (ours does all 6NVC in fwd)")  # fmt: skip
+    return LMCase(
+        "linear_cross_entropy",
+        f"N={N} C={C} V={V}",
+        inputs,
+        fused_linear_cross_entropy,
+        torch_path,
+        fused_linear_cross_entropy_reference,
+        flops_fwd=2 * N * V * C,
+        flops_bwd=4 * N * V * C,
+        formula="FLOPs fwd 2NVC, bwd 4NVC (ours does all 6NVC in fwd)",
+    )
 
 
 def lm_cases(quick: bool, on_gpu: bool) -> list[LMCase]:
@@ -151,8 +192,9 @@ def gate(case: LMCase, inputs: tuple[torch.Tensor, ...]) -> tuple[bool, float]:
     """(passed, worst relative error) of ours against the float64 reference, output and every gradient."""
     seeded = lambda: torch.Generator(device=inputs[0].device).manual_seed(1)
     ours = _outputs_and_grads(case.ours, inputs, seeded())
-    inputs64 = tuple(t.detach().double().requires_grad_(t.requires_grad) if t.is_floating_point() else t
-                     for t in inputs)  # fmt: skip
+    inputs64 = tuple(
+        t.detach().double().requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in inputs
+    )
     ref = _outputs_and_grads(case.reference, inputs64, seeded())
     worst = 0.0
     for a, r in zip(ours, ref, strict=True):
@@ -211,8 +253,18 @@ def _time(case: LMCase, inputs: tuple[torch.Tensor, ...], with_backward: bool) -
 # Public function
 
 
-TIMING_KEYS = ("ms_triton", "ms_torch", "speedup", "gbps_triton", "gbps_torch", "frac_of_copy",
-               "tflops_triton", "tflops_torch", "peak_mb_triton", "peak_mb_torch")  # fmt: skip
+TIMING_KEYS = (
+    "ms_triton",
+    "ms_torch",
+    "speedup",
+    "gbps_triton",
+    "gbps_torch",
+    "frac_of_copy",
+    "tflops_triton",
+    "tflops_torch",
+    "peak_mb_triton",
+    "peak_mb_torch",
+)
 
 
 def bench_lm_kernels(quick: bool, device: str, cases: list[LMCase] | None = None) -> list[dict]:
@@ -226,20 +278,30 @@ def bench_lm_kernels(quick: bool, device: str, cases: list[LMCase] | None = None
     copy_gbps = copy_bandwidth(dev) if on_gpu and usable else None
     rows = []
     for case in cases if cases is not None else lm_cases(quick, on_gpu):
-        base = {"kernel": case.kernel, "shape": case.shape, "dtype": str(dtype).removeprefix("torch."),
-                "device": torch.cuda.get_device_name(dev) if on_gpu else "cpu", "formula": case.formula,
-                "copy_gbps": copy_gbps, **dict.fromkeys(TIMING_KEYS)}  # fmt: skip
+        base = {
+            "kernel": case.kernel,
+            "shape": case.shape,
+            "dtype": str(dtype).removeprefix("torch."),
+            "device": torch.cuda.get_device_name(dev) if on_gpu else "cpu",
+            "formula": case.formula,
+            "copy_gbps": copy_gbps,
+            **dict.fromkeys(TIMING_KEYS),
+        }
         if not usable:
             rows += [
-                {**base, "pass": p, "gate": "skipped", "max_err": None, "note": reason}
-                for p in ("fwd", "fwd+bwd")
+                {**base, "pass": p, "gate": "skipped", "max_err": None, "note": reason} for p in ("fwd", "fwd+bwd")
             ]
             continue
         inputs = case.make_inputs(dtype, dev, torch.Generator(device=dev).manual_seed(0))
         ok, err = gate(case, inputs)
         for with_backward in (False, True):
-            row = {**base, "pass": "fwd+bwd" if with_backward else "fwd", "gate": "pass" if ok else "FAIL",
-                   "max_err": err, "note": "" if on_gpu else NO_GPU}  # fmt: skip
+            row = {
+                **base,
+                "pass": "fwd+bwd" if with_backward else "fwd",
+                "gate": "pass" if ok else "FAIL",
+                "max_err": err,
+                "note": "" if on_gpu else NO_GPU,
+            }
             if ok and on_gpu:
                 row.update(_time(case, inputs, with_backward))
                 if row["gbps_triton"] is not None:
@@ -254,6 +316,4 @@ def format_lm_rows(rows: list[dict]) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
     table = [cols] + [[fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
-    return "\n".join(
-        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in table
-    )
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in table)

@@ -45,14 +45,10 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
     cells = [list(columns)] + [[cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-def write_results(
-    out: Path, meta: dict, attention: list[dict], lm: list[dict], with_plot: bool = True
-) -> list[Path]:
+def write_results(out: Path, meta: dict, attention: list[dict], lm: list[dict], with_plot: bool = True) -> list[Path]:
     """attention.json (everything), attention.csv, lm_kernels.csv and attention.png (with matplotlib)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "attention.json"]
@@ -111,12 +107,25 @@ def headline_rows(rows: Sequence[dict]) -> list[dict]:
     out = []
     for r in rows:
         if r["provider"] in OURS and r["mode"] == "fwd+bwd" and r["tflops"] and is_headline(_shape_of(r)):
-            sdpa = [x for x in rows if x["shape"] == r["shape"] and x["mode"] == "fwd+bwd" and x["tflops"]
-                    and x["provider"].startswith("sdpa")]  # fmt: skip
+            sdpa = [
+                x
+                for x in rows
+                if x["shape"] == r["shape"]
+                and x["mode"] == "fwd+bwd"
+                and x["tflops"]
+                and x["provider"].startswith("sdpa")
+            ]
             best = max(sdpa, key=lambda x: x["tflops"], default=None)
-            out.append({"T": r["seqlen"], "ours": r["provider"], "tflops": r["tflops"],
-                        "best_sdpa": best and best["provider"], "sdpa_tflops": best and best["tflops"],
-                        "ratio": r["speedup_vs_best_sdpa"]})  # fmt: skip
+            out.append(
+                {
+                    "T": r["seqlen"],
+                    "ours": r["provider"],
+                    "tflops": r["tflops"],
+                    "best_sdpa": best and best["provider"],
+                    "sdpa_tflops": best and best["tflops"],
+                    "ratio": r["speedup_vs_best_sdpa"],
+                }
+            )
     return out
 
 
@@ -125,8 +134,14 @@ def _shape_of(row: dict) -> AttentionShape:
     return AttentionShape(*(row[k] for k in ("batch", "n_head", "n_kv_head", "seqlen", "head_dim", "causal")), dtype)
 
 
-def run_kernels(quick: bool, out: Path, modes: Sequence[str], providers: Sequence[str], budget_s: float | None,
-                with_precompile: bool = True) -> int:
+def run_kernels(
+    quick: bool,
+    out: Path,
+    modes: Sequence[str],
+    providers: Sequence[str],
+    budget_s: float | None,
+    with_precompile: bool = True,
+) -> int:
     """`cgpt bench kernels`: exit 0, or 1 when our kernel fails the correctness gate. Without CUDA only the
     correctness pass runs, in Triton's CPU interpreter."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -175,8 +190,10 @@ def run_compile(target_name: str | None, quick: bool, jobs: int, json_path: Path
     print(format_table(rows, COMPILE_COLUMNS.split()))
     spills, overflows = sum(r["spill_bytes"] > 0 for r in rows), sum(r["fits"] is False for r in rows)
     seconds = time.perf_counter() - start
-    print(f"\n{len(rows)} compiles for sm_{target[1]} in {seconds:.1f} s on {jobs} processes; "
-          f"{spills} spill registers; {overflows} overflow shared memory")  # fmt: skip
+    print(
+        f"\n{len(rows)} compiles for sm_{target[1]} in {seconds:.1f} s on {jobs} processes; "
+        f"{spills} spill registers; {overflows} overflow shared memory"
+    )
     if json_path:
         json_path.write_text(json.dumps({"target": list(target), "rows": rows}, indent=1))
     return int(overflows > 0)

@@ -38,9 +38,13 @@ def make_inputs(
 
 
 def check_loss(
-    x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, tol: float, ignore_index: int = -100,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    targets: torch.Tensor,
+    tol: float,
+    ignore_index: int = -100,
     chunk_size: int | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Loss and both gradients (through a non-unit grad_output) against float64; returns the loss."""
     loss = fused_linear_cross_entropy(x, w, targets, ignore_index=ignore_index, chunk_size=chunk_size)
     assert loss.dtype == torch.float32 and loss.shape == ()

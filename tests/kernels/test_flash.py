@@ -44,8 +44,9 @@ def _forward_backward(
     return [o.detach()] + [x.grad for x in leaves]
 
 
-def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, causal: bool,
-           deterministic: bool = True) -> None:  # fmt: skip
+def _check(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, causal: bool, deterministic: bool = True
+) -> None:
     """Ours vs float64; for 16-bit inputs the allowed error is 3x that of the same-dtype reference."""
     from kernels.flash import flash_attention
 
@@ -53,9 +54,7 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, 
     exact = _forward_backward(attention_reference, q, k, v, do, causal, torch.float64)
     if q.dtype == torch.float32:
         for name, a, b in zip(("o", "dq", "dk", "dv"), ours, exact, strict=True):
-            torch.testing.assert_close(
-                a.double(), b, rtol=FP32_TOL, atol=FP32_TOL, msg=lambda m, n=name: f"{n}: {m}"
-            )
+            torch.testing.assert_close(a.double(), b, rtol=FP32_TOL, atol=FP32_TOL, msg=lambda m, n=name: f"{n}: {m}")
         return
     same_dtype = _forward_backward(attention_reference, q, k, v, do, causal)
     for name, a, r, b in zip(("o", "dq", "dk", "dv"), ours, same_dtype, exact, strict=True):

@@ -62,9 +62,7 @@ def test_project_shrinks_only_what_left_the_ball() -> None:
 
 
 @pytest.mark.parametrize("kind, alpha, steps", [("fgm", None, 1), ("pgd", 0.04, 5)])
-def test_perturbations_stay_in_the_ball_and_off_the_padding(
-    kind: str, alpha: float | None, steps: int
-) -> None:
+def test_perturbations_stay_in_the_ball_and_off_the_padding(kind: str, alpha: float | None, steps: int) -> None:
     task, batch = _task(), _batch()
     delta = perturbation(task, batch, kind, 0.1, alpha, steps)
     assert delta.shape == (4, 10, C) and not delta.requires_grad

@@ -11,8 +11,18 @@ CONFIGS = [
     preset("debug"),
     preset("baby"),
     GPTConfig(vocab_size=100, block_size=16, n_layer=3, n_head=4, n_embd=64, bias=False, tie_embeddings=False),
-    GPTConfig(vocab_size=100, block_size=16, n_layer=2, n_head=6, n_embd=96, n_kv_head=3, mlp="swiglu",
-              norm="rmsnorm", positions="rope", bias=True),
+    GPTConfig(
+        vocab_size=100,
+        block_size=16,
+        n_layer=2,
+        n_head=6,
+        n_embd=96,
+        n_kv_head=3,
+        mlp="swiglu",
+        norm="rmsnorm",
+        positions="rope",
+        bias=True,
+    ),
     GPTConfig(vocab_size=77, block_size=8, n_layer=1, n_head=2, n_embd=32, norm="layernorm", bias=False),
 ]
 
@@ -48,7 +58,13 @@ def test_untied_head_counts_as_matmul_not_the_lookup() -> None:
 def test_appendix_f_by_hand_for_a_tiny_config() -> None:
     c = GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=2, n_embd=8)  # head size 4, ffw 32
     s, d, h, k, V, ffw = 4, 8, 2, 4, 10, 32
-    layer = 2 * 3 * s * d * k * h + 2 * s * s * k * h + 3 * h * s * s + 2 * s * s * k * h + 2 * s * k * h * d \
+    layer = (
+        2 * 3 * s * d * k * h
+        + 2 * s * s * k * h
+        + 3 * h * s * s
+        + 2 * s * s * k * h
+        + 2 * s * k * h * d
         + 2 * s * (d * ffw + d * ffw)
+    )
     assert chinchilla_forward_flops(c, embeddings=False) == layer
     assert chinchilla_forward_flops(c) == layer + 2 * s * V * d * 2

@@ -18,8 +18,11 @@ def _prompt(B: int = 2, T: int = 5) -> torch.Tensor:
     return torch.randint(0, 256, (B, T), generator=torch.Generator().manual_seed(7))
 
 
-@pytest.mark.parametrize("changes", [{}, {"positions": "learned"}, {"n_kv_head": 1}, {"attention": "naive"}],
-                         ids=["rope-gqa", "learned", "mqa", "naive"])
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"positions": "learned"}, {"n_kv_head": 1}, {"attention": "naive"}],
+    ids=["rope-gqa", "learned", "mqa", "naive"],
+)
 def test_greedy_with_cache_equals_recomputing_the_context(changes: dict) -> None:
     model = _model(**changes)
     # 40 new tokens from a 5-token prompt crosses block_size=32, so the sliding window is covered too.
@@ -42,12 +45,12 @@ def test_cached_logits_match_full_forward() -> None:
 
 def test_sampling_is_reproducible_with_a_generator_and_streams() -> None:
     model = _model()
-    gen = lambda seed: model.generate(_prompt(), 10, temperature=0.8, top_k=20,
-                                      generator=torch.Generator().manual_seed(seed))
+    gen = lambda seed: model.generate(
+        _prompt(), 10, temperature=0.8, top_k=20, generator=torch.Generator().manual_seed(seed)
+    )
     assert torch.equal(gen(3), gen(3))
     assert not torch.equal(gen(3), gen(4))
-    streamed = list(model.stream(_prompt(), 10, temperature=0.8, top_k=20,
-                                 generator=torch.Generator().manual_seed(3)))
+    streamed = list(model.stream(_prompt(), 10, temperature=0.8, top_k=20, generator=torch.Generator().manual_seed(3)))
     assert len(streamed) == 10 and all(t.shape == (2, 1) for t in streamed)
     assert torch.equal(torch.cat([_prompt(), *streamed], dim=1), gen(3))
 

@@ -34,8 +34,11 @@ def test_changing_a_future_token_leaves_the_past_unchanged(backend: str, positio
     assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
 
 
-@pytest.mark.parametrize("config", [tiny(), tiny(n_kv_head=1), tiny(n_kv_head=4, mlp="gelu", norm="layernorm"),
-                                    preset("baby", vocab_size=256)], ids=["gqa2", "mqa", "mha", "baby"])
+@pytest.mark.parametrize(
+    "config",
+    [tiny(), tiny(n_kv_head=1), tiny(n_kv_head=4, mlp="gelu", norm="layernorm"), preset("baby", vocab_size=256)],
+    ids=["gqa2", "mqa", "mha", "baby"],
+)
 def test_naive_and_sdpa_agree_forward_and_backward(config: GPTConfig) -> None:
     idx, targets = _tokens(T=20), _tokens(T=20, seed=1)
     results = []
@@ -131,8 +134,9 @@ def test_left_padding_gives_the_same_states_as_no_padding() -> None:
         idx = _tokens(B=1, T=10)
         padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), idx], dim=1)
         mask = torch.cat([torch.zeros(1, 3, dtype=torch.bool), torch.ones(1, 10, dtype=torch.bool)], dim=1)
-        torch.testing.assert_close(model.hidden_states(padded, padding_mask=mask)[:, 3:],
-                                   model.hidden_states(idx), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            model.hidden_states(padded, padding_mask=mask)[:, 3:], model.hidden_states(idx), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_too_long_input_and_unusable_backend_raise() -> None:

@@ -155,9 +155,7 @@ def test_task_model_returns_no_loss_without_labels_and_adds_embed_delta() -> Non
 def test_registry_names_the_built_in_heads() -> None:
     assert {"classify", "classify-mean", "tag", "generate", "regress"} <= set(HEADS)
     assert get_head("tag") is TagHead
-    tasks = {
-        name: get_head(name).task for name in ("classify", "classify-mean", "tag", "generate", "regress")
-    }
+    tasks = {name: get_head(name).task for name in ("classify", "classify-mean", "tag", "generate", "regress")}
     assert tasks == {
         "classify": "classify",
         "classify-mean": "classify",

@@ -12,8 +12,22 @@ from train.cli import main
 
 def test_quickstart_end_to_end_in_miniature(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "qs"
-    args = ["quickstart", "--out", str(out), "--minutes", "0.03", "--max-files", "8", "--vocab-size", "300",
-            "--block-size", "32", "--no-progress", "--probe-seconds", "0.1"]
+    args = [
+        "quickstart",
+        "--out",
+        str(out),
+        "--minutes",
+        "0.03",
+        "--max-files",
+        "8",
+        "--vocab-size",
+        "300",
+        "--block-size",
+        "32",
+        "--no-progress",
+        "--probe-seconds",
+        "0.1",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "[4/4] sample" in printed

@@ -14,11 +14,16 @@ import torch
 from model import GPT, GPTConfig, param_counts
 
 
-def bench_config(vocab_size: int = 8192, n_layer: int = 8, n_embd: int = 320, block_size: int = 1024
-                 ) -> GPTConfig:
+def bench_config(vocab_size: int = 8192, n_layer: int = 8, n_embd: int = 320, block_size: int = 1024) -> GPTConfig:
     """About 10M parameters (12.4M counting the 8192-token embedding): a small model a CPU can sample from."""
-    return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_embd // 64,
-                     n_embd=n_embd, attention="sdpa")
+    return GPTConfig(
+        vocab_size=vocab_size,
+        block_size=block_size,
+        n_layer=n_layer,
+        n_head=n_embd // 64,
+        n_embd=n_embd,
+        attention="sdpa",
+    )
 
 
 def time_generation(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache: bool) -> tuple[float, torch.Tensor]:
@@ -28,8 +33,9 @@ def time_generation(model: GPT, prompt: torch.Tensor, new_tokens: int, use_cache
     return time.perf_counter() - start, out
 
 
-def bench_generate(config: GPTConfig, new_tokens: int = 512, prompt_len: int = 16, batch: int = 1,
-                   seed: int = 0) -> dict[str, float]:
+def bench_generate(
+    config: GPTConfig, new_tokens: int = 512, prompt_len: int = 16, batch: int = 1, seed: int = 0
+) -> dict[str, float]:
     torch.manual_seed(seed)
     model = GPT(config, torch.Generator().manual_seed(seed)).eval()
     prompt = torch.randint(0, config.vocab_size, (batch, prompt_len), generator=torch.Generator().manual_seed(seed))
@@ -49,11 +55,13 @@ def bench_generate(config: GPTConfig, new_tokens: int = 512, prompt_len: int = 1
 
 def report(r: dict[str, float], config: GPTConfig) -> str:
     """The benchmark's result as the lines `cgpt bench generate` prints."""
-    return "\n".join([
-        f"model: {r['params'] / 1e6:.1f}M params ({config.n_layer} layers x {config.n_embd}, vocab "
-        f"{config.vocab_size}), {r['new_tokens']} new tokens, batch {r['batch']}, greedy, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-        f"  with KV cache    : {r['cache_tokens_per_s']:8.1f} tokens/s",
-        f"  without KV cache : {r['no_cache_tokens_per_s']:8.1f} tokens/s",
-        f"  speed-up         : {r['speedup']:.1f}x   (same tokens: {r['same_tokens']})",
-    ])
+    return "\n".join(
+        [
+            f"model: {r['params'] / 1e6:.1f}M params ({config.n_layer} layers x {config.n_embd}, vocab "
+            f"{config.vocab_size}), {r['new_tokens']} new tokens, batch {r['batch']}, greedy, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+            f"  with KV cache    : {r['cache_tokens_per_s']:8.1f} tokens/s",
+            f"  without KV cache : {r['no_cache_tokens_per_s']:8.1f} tokens/s",
+            f"  speed-up         : {r['speedup']:.1f}x   (same tokens: {r['same_tokens']})",
+        ]
+    )

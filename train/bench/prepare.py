@@ -128,12 +128,14 @@ def run_bench_prepare(size_mb: int, tokenizer: str, workers: int, seed: int = 0,
 
 def report(result: dict, tokenizer: str, workers: int) -> str:
     """The benchmark's result as the lines `cgpt bench prepare` prints."""
-    return "\n".join([
-        f"cgpt prepare on {result['mb']} MB of synthetic text ({result['files']} files), tokenizer "
-        f"{tokenizer}, {workers} worker(s)",
-        f"  time       {result['prepare_s']:8.1f} s   ({result['mb_per_s']} MB/s; generating took "
-        f"{result['generate_s']} s)",
-        f"  peak RSS   {result['peak_rss_mb']:8.1f} MB  (process + workers, sampled every 50 ms)",
-        f"  peak RSS   {result['peak_single_process_rss_mb']:8.1f} MB  (largest single process)",
-        f"  tokens     {result['summary']}",
-    ])
+    return "\n".join(
+        [
+            f"cgpt prepare on {result['mb']} MB of synthetic text ({result['files']} files), tokenizer "
+            f"{tokenizer}, {workers} worker(s)",
+            f"  time       {result['prepare_s']:8.1f} s   ({result['mb_per_s']} MB/s; generating took "
+            f"{result['generate_s']} s)",
+            f"  peak RSS   {result['peak_rss_mb']:8.1f} MB  (process + workers, sampled every 50 ms)",
+            f"  peak RSS   {result['peak_single_process_rss_mb']:8.1f} MB  (largest single process)",
+            f"  tokens     {result['summary']}",
+        ]
+    )

@@ -58,10 +58,12 @@ def bench_tokenizer(
 
 def report(result: dict) -> str:
     """The benchmark's result as the lines `cgpt bench tokenizer` prints."""
-    return "\n".join([
-        f"BPE trainer: vocab {result['vocab_size']} ({result['pattern']} pre-tokenisation) on {result['mb']} MB "
-        f"of {' '.join(result['inputs'])}, {result['workers']} worker(s)",
-        f"  train   {result['train_s']:8.2f} s  {result['train_mb_per_s']:8.3f} MB/s",
-        f"  encode  {result['encode_mb_per_s']:8.2f} MB/s (tiktoken)",
-        f"  bytes/token {result['bytes_per_token']:.3f}",
-    ])
+    return "\n".join(
+        [
+            f"BPE trainer: vocab {result['vocab_size']} ({result['pattern']} pre-tokenisation) on {result['mb']} MB "
+            f"of {' '.join(result['inputs'])}, {result['workers']} worker(s)",
+            f"  train   {result['train_s']:8.2f} s  {result['train_mb_per_s']:8.3f} MB/s",
+            f"  encode  {result['encode_mb_per_s']:8.2f} MB/s (tiktoken)",
+            f"  bytes/token {result['bytes_per_token']:.3f}",
+        ]
+    )

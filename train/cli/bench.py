@@ -25,8 +25,12 @@ ATTENTION_MODES = ("fwd", "bwd", "fwd+bwd")  # kernels.bench.attention.MODES, wi
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks that print figures (kernels, generation, tokenizer, ...)",
-                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench = subparsers.add_parser(
+        "bench",
+        help="benchmarks that print figures (kernels, generation, tokenizer, ...)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = bench.add_subparsers(dest="bench", metavar="BENCH", parser_class=type(bench))
     for add in (_generate, _matmul, _kernels, _compile, _tokenizer, _prepare):
         add(sub)
@@ -80,8 +84,10 @@ def run_matmul(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = torch.float32 if args.dtype == "float32" else resolve_dtype(args.dtype, device)
     result = measure_matmul_flops(device, dtype, args.n, args.seconds)
-    print(f"{args.n}^3 {str(dtype).removeprefix('torch.')} matmul on {device} ({torch.get_num_threads()} threads): "
-          f"{result / 1e9:,.1f} GFLOP/s  (use --peak-flops {result:.3e})")
+    print(
+        f"{args.n}^3 {str(dtype).removeprefix('torch.')} matmul on {device} ({torch.get_num_threads()} threads): "
+        f"{result / 1e9:,.1f} GFLOP/s  (use --peak-flops {result:.3e})"
+    )
     return 0
 
 
@@ -97,8 +103,16 @@ def _names(allowed: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
-PROVIDERS = ("triton", "triton-atomic", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "sdpa-default",
-             "naive")  # kernels.bench.attention.attention_providers(), named without importing torch here
+PROVIDERS = (
+    "triton",
+    "triton-atomic",
+    "sdpa-flash",
+    "sdpa-efficient",
+    "sdpa-cudnn",
+    "sdpa-math",
+    "sdpa-default",
+    "naive",
+)  # kernels.bench.attention.attention_providers(), named without importing torch here
 
 
 def _kernels(sub: argparse._SubParsersAction) -> None:
@@ -106,11 +120,16 @@ def _kernels(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a smaller table: bf16, D 128, T 1024 and 4096, trainer")
     p.add_argument("--out", type=Path, default=Path("bench-kernels"), help="folder for JSON, CSV and PNG")
     for flag, allowed in (("--modes", ATTENTION_MODES), ("--providers", PROVIDERS)):
-        p.add_argument(flag, type=_names(allowed), default=list(allowed),
-                       help=f"comma-separated, of {','.join(allowed)}")
+        p.add_argument(
+            flag, type=_names(allowed), default=list(allowed), help=f"comma-separated, of {','.join(allowed)}"
+        )
     p.add_argument("--budget-s", type=flags.positive_float, help="start no new attention shape after this many seconds")
-    p.add_argument("--precompile", action=argparse.BooleanOptionalAction, default=True,
-                   help="on a GPU, first compile our configs in parallel processes (cgpt bench compile)")
+    p.add_argument(
+        "--precompile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on a GPU, first compile our configs in parallel processes (cgpt bench compile)",
+    )
     p.set_defaults(func=run_kernels)
 
 
@@ -145,8 +164,13 @@ def _tokenizer(sub: argparse._SubParsersAction) -> None:
     from train.data.pool import default_workers
 
     p = sub.add_parser("tokenizer", help="BPE trainer speed (MB/s) and bytes per token")
-    p.add_argument("--input", nargs="+", default=["stdlib"], metavar="PATH",
-                   help="corpus: paths, globs, 'stdlib' or a dataset name (default: stdlib)")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        default=["stdlib"],
+        metavar="PATH",
+        help="corpus: paths, globs, 'stdlib' or a dataset name (default: stdlib)",
+    )
     p.add_argument("--size-mb", type=flags.positive_float, default=10.0, help="MB of text to train on")
     p.add_argument("--vocab", type=flags.positive_int, default=8192)
     p.add_argument("--pattern", default="cl100k", choices=("cl100k", "gpt2"))

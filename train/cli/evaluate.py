@@ -27,13 +27,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     flags.add_run_flags(p, "a run directory written by `cgpt finetune`")
     p.add_argument("--data", required=True, help="a labelled file in the run's task format")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--attack", action="append", choices=ATTACK_KINDS, help="also score under this attack (repeatable)")
     p.add_argument(
-        "--attack", action="append", choices=ATTACK_KINDS, help="also score under this attack (repeatable)"
+        "--epsilon",
+        type=flags.positive_float,
+        default=0.05,
+        help="L2 norm of the embedding attack per example (default 0.05)",
     )
-    p.add_argument("--epsilon", type=flags.positive_float, default=0.05,
-                   help="L2 norm of the embedding attack per example (default 0.05)")
-    p.add_argument("--typo-rate", type=flags.probability, default=0.1,
-                   help="fraction of words with a typo (default 0.1)")
+    p.add_argument(
+        "--typo-rate", type=flags.probability, default=0.1, help="fraction of words with a typo (default 0.1)"
+    )
     p.add_argument("--seed", type=flags.integer, default=0, help="seed of the typos")
     p.add_argument("--batch-size", type=flags.positive_int, default=EVAL_BATCH_SIZE)
     p.set_defaults(func=run)
@@ -44,7 +47,16 @@ def run(args: argparse.Namespace) -> int:
     from train.finetune.scoring import describe
 
     flags.cwd_importable()
-    result = evaluate(args.run, args.data, tuple(args.attack or ()), args.epsilon, args.typo_rate, args.seed,
-                      args.checkpoint, args.device, args.batch_size)
+    result = evaluate(
+        args.run,
+        args.data,
+        tuple(args.attack or ()),
+        args.epsilon,
+        args.typo_rate,
+        args.seed,
+        args.checkpoint,
+        args.device,
+        args.batch_size,
+    )
     print(json.dumps(result, indent=2) if args.json else describe(result, str(args.data)))
     return 0

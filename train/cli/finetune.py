@@ -43,13 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--from", dest="from_run", help="a pretraining run directory, or 'scratch' (with --like)")
     p.add_argument("--like", help="with --from scratch: the run whose architecture and tokenizer to use")
-    p.add_argument(
-        "--checkpoint", default="best", help="best | last | a checkpoint path of --from (default best)"
-    )
+    p.add_argument("--checkpoint", default="best", help="best | last | a checkpoint path of --from (default best)")
     p.add_argument("--task", choices=TASKS, help="what the data holds and the head predicts")
-    p.add_argument(
-        "--train", help="training file (TSV/CSV/JSONL; CoNLL or JSONL for tag; JSONL for generate)"
-    )
+    p.add_argument("--train", help="training file (TSV/CSV/JSONL; CoNLL or JSONL for tag; JSONL for generate)")
     p.add_argument("--val", help="validation file: picks the best checkpoint, drives early stopping")
     p.add_argument("--test", help="test file, scored once with the best checkpoint at the end")
     p.add_argument("--out", required=True, help="the run directory to create (or --resume)")
@@ -99,9 +95,7 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         source, files, ft, overrides = resolve(args)
-        summary = finetune(
-            args.out, source, files, ft, overrides, force=args.force, progress=not args.no_progress
-        )
+        summary = finetune(args.out, source, files, ft, overrides, force=args.force, progress=not args.no_progress)
     print(summary_line(summary))
     return 0
 

@@ -104,10 +104,18 @@ def add_run_flags(parser: argparse.ArgumentParser, what: str) -> None:
 
 def add_law_flags(p: argparse.ArgumentParser) -> None:
     """--constants and --allocation: which fitted law splits the budget (shared with pretrain)."""
-    p.add_argument("--constants", default=scaling.DEFAULT_CONSTANTS, choices=list(scaling.CONSTANTS),
-                   help="Approach 3 fit (default %(default)s)")
-    p.add_argument("--allocation", default="approach3", choices=list(scaling.ALLOCATIONS),
-                   help="how the budget is split (default %(default)s)")
+    p.add_argument(
+        "--constants",
+        default=scaling.DEFAULT_CONSTANTS,
+        choices=list(scaling.CONSTANTS),
+        help="Approach 3 fit (default %(default)s)",
+    )
+    p.add_argument(
+        "--allocation",
+        default="approach3",
+        choices=list(scaling.ALLOCATIONS),
+        help="how the budget is split (default %(default)s)",
+    )
 
 
 def cwd_importable() -> None:
@@ -138,8 +146,9 @@ def _parser_for(hint: Any) -> Any:
     return hint
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = (),
-                     title: str | None = None) -> None:
+def add_config_flags(
+    parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = (), title: str | None = None
+) -> None:
     group = parser.add_argument_group(title or f"{cls.__name__} fields")
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
@@ -149,11 +158,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, exclude: tuple[
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         help_text = f"(default: {default})"
         if hint is bool:
-            group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=None,
-                               help=help_text)
+            group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            group.add_argument(_flag(field.name), type=_parser_for(hint), default=None, help=help_text,
-                               metavar=field.name.upper())
+            group.add_argument(
+                _flag(field.name), type=_parser_for(hint), default=None, help=help_text, metavar=field.name.upper()
+            )
 
 
 def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:

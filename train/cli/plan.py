@@ -40,15 +40,20 @@ def add_parser(subparsers: Any) -> None:
     budget.add_argument("--flops", metavar="C", type=flags.amount, help="training FLOPs (C = 6ND), e.g. 1e18")
     budget.add_argument("--params", metavar="N", type=flags.amount, help="model size, embeddings included, e.g. 124M")
     budget.add_argument("--tokens", metavar="D", type=flags.amount, help="training tokens, e.g. 2.5B")
-    budget.add_argument("--minutes", metavar="M", type=flags.amount,
-                        help="wall-clock minutes on --device (measured by a probe)")
+    budget.add_argument(
+        "--minutes", metavar="M", type=flags.amount, help="wall-clock minutes on --device (measured by a probe)"
+    )
     flags.add_law_flags(p)
-    p.add_argument("--vocab-size", type=flags.count, default=GPTConfig().vocab_size,
-                   help="tokenizer vocabulary (%(default)s)")
-    p.add_argument("--block-size", type=flags.count, default=GPTConfig().block_size, help="context length (%(default)s)")
+    p.add_argument(
+        "--vocab-size", type=flags.count, default=GPTConfig().vocab_size, help="tokenizer vocabulary (%(default)s)"
+    )
+    p.add_argument(
+        "--block-size", type=flags.count, default=GPTConfig().block_size, help="context length (%(default)s)"
+    )
     flags.add_device_flag(p)
-    p.add_argument("--probe-seconds", type=flags.amount, default=1.0,
-                   help="for --minutes: timed seconds per probed shape (1)")
+    p.add_argument(
+        "--probe-seconds", type=flags.amount, default=1.0, help="for --minutes: timed seconds per probed shape (1)"
+    )
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.add_argument("--out", metavar="PATH", help="save the plan as JSON (for cgpt pretrain --plan)")
     p.set_defaults(func=run)

@@ -50,9 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="binary files and invalid UTF-8 are errors (default: skipped / replaced, counted)",
     )
-    parser.add_argument(
-        "--jsonl-field", default="text", metavar="NAME", help="the text field of .jsonl lines"
-    )
+    parser.add_argument("--jsonl-field", default="text", metavar="NAME", help="the text field of .jsonl lines")
     parser.add_argument("--cache-dir", metavar="DIR", help="where named datasets are found or downloaded to")
     parser.add_argument("--workers", type=flags.integer, default=default_workers(), help="encoding processes")
     parser.add_argument("--max-files", type=flags.integer, metavar="N", help="use only the first N files")

@@ -21,8 +21,12 @@ from train.recipe import TrainConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("pretrain", help="pretrain a GPT on prepared token shards",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain a GPT on prepared token shards",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", required=True, help="a directory written by `cgpt prepare`")
     p.add_argument("--out", required=True, help="the run directory to create (or --resume)")
     budget = p.add_mutually_exclusive_group()
@@ -53,8 +57,10 @@ def resolve(args: argparse.Namespace, vocab_size: int) -> tuple[GPTConfig, Train
     if args.plan:
         plan = Plan.from_json(args.plan)
         if plan.vocab_size != vocab_size:
-            raise CgptError(f"plan file {args.plan}: vocab_size={plan.vocab_size}, but the data's tokenizer has "
-                            f"{vocab_size} tokens; plan with --vocab-size {vocab_size}")
+            raise CgptError(
+                f"plan file {args.plan}: vocab_size={plan.vocab_size}, but the data's tokenizer has "
+                f"{vocab_size} tokens; plan with --vocab-size {vocab_size}"
+            )
     elif args.flops:
         plan = make_plan("flops", args.flops, vocab_size, block_size, **law)
     elif args.minutes:
@@ -84,18 +90,28 @@ def run(args: argparse.Namespace) -> int:
     from train.pretrain import pretrain
     from train.runtime.rundir import RunDir
 
-    if args.resume and (config_overrides(args, GPTConfig) or args.plan or args.flops or args.minutes
-                        or args.preset):
-        raise CgptError("--resume continues the run in --out with its saved configuration; drop the model, "
-                        "budget and plan flags")
+    if args.resume and (config_overrides(args, GPTConfig) or args.plan or args.flops or args.minutes or args.preset):
+        raise CgptError(
+            "--resume continues the run in --out with its saved configuration; drop the model, budget and plan flags"
+        )
     if not args.resume and not args.force and RunDir(args.out).holds_run():
         raise CgptError(f"{args.out}: already holds a run; pass --resume to continue it or --force to overwrite it")
     data = TokenDataset.open(args.data)
     model, train, plan = resolve(args, data.tokenizer.vocab_size)
     if args.resume:
         train = dataclasses.replace(train, **config_overrides(args, TrainConfig))
-    summary = pretrain(args.data, args.out, model, train, plan, resume=args.resume, force=args.force,
-                       allow_repeat=args.allow_repeat, progress=not args.no_progress, parallel=args.parallel)
+    summary = pretrain(
+        args.data,
+        args.out,
+        model,
+        train,
+        plan,
+        resume=args.resume,
+        force=args.force,
+        allow_repeat=args.allow_repeat,
+        progress=not args.no_progress,
+        parallel=args.parallel,
+    )
     if _rank() == 0:
         print(_summary_line(summary))
     return 0
@@ -103,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _summary_line(s: dict[str, Any]) -> str:
     mfu = s["mfu"] if isinstance(s["mfu"], str) else f"{100 * s['mfu']:.1f}%"
-    return (f"done: {s['steps']} steps, {s['tokens']:,} tokens in {s['wall_s']:.1f}s "
-            f"({s['tokens_per_s']:,.0f} tokens/s, MFU {mfu}); train loss {s['train_loss']:.4f}, "
-            f"val loss {s['val_loss']:.4f}")
+    return (
+        f"done: {s['steps']} steps, {s['tokens']:,} tokens in {s['wall_s']:.1f}s "
+        f"({s['tokens_per_s']:,.0f} tokens/s, MFU {mfu}); train loss {s['train_loss']:.4f}, "
+        f"val loss {s['val_loss']:.4f}"
+    )

@@ -12,8 +12,12 @@ from train.cli import flags
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("quickstart", help="prepare the stdlib corpus, plan, pretrain and sample",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "quickstart",
+        help="prepare the stdlib corpus, plan, pretrain and sample",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="runs/quickstart", help="directory for data, plan and run")
     p.add_argument("--minutes", type=flags.amount, default=5.0, help="wall-clock training budget (default 5)")
     p.add_argument("--vocab-size", type=flags.count, default=4096)
@@ -30,6 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from train.quickstart import quickstart
 
-    quickstart(args.out, args.minutes, args.vocab_size, args.block_size, args.device, args.force,
-               args.max_files, args.prompt, progress=not args.no_progress, probe_seconds=args.probe_seconds)
+    quickstart(
+        args.out,
+        args.minutes,
+        args.vocab_size,
+        args.block_size,
+        args.device,
+        args.force,
+        args.max_files,
+        args.prompt,
+        progress=not args.no_progress,
+        probe_seconds=args.probe_seconds,
+    )
     return 0

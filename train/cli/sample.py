@@ -1,6 +1,6 @@
 """`cgpt sample`: stream text from a trained run (a pretraining run, or `finetune --task generate`), KV cache on.
 
-    cgpt sample --run runs/books --prompt "Once upon a time" --max-new-tokens 200 --top-p 0.9
+cgpt sample --run runs/books --prompt "Once upon a time" --max-new-tokens 200 --top-p 0.9
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ from train.cli import flags
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sample", help="generate text from a trained run (streams, KV cache)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "sample",
+        help="generate text from a trained run (streams, KV cache)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     flags.add_run_flags(p, "a run directory from pretrain or finetune --task generate")
     p.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
     p.add_argument("--max-new-tokens", type=flags.positive_int, default=200)
@@ -38,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
         sys.stdout.write(args.prompt)
-        for piece in stream_text(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature,
-                                 args.top_k, args.top_p, generator):
+        for piece in stream_text(
+            model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator
+        ):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")

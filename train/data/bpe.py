@@ -91,9 +91,7 @@ def _base_vocab() -> tuple[list[bytes], dict[bytes, int]]:
 
 def _check_size(n_tokens: int) -> None:
     if n_tokens < 256:
-        raise ValueError(
-            f"n_tokens={n_tokens} is too small: byte-level BPE needs at least the 256 byte tokens"
-        )
+        raise ValueError(f"n_tokens={n_tokens} is too small: byte-level BPE needs at least the 256 byte tokens")
 
 
 # ----------------------------------------------------------------------------------------------------------

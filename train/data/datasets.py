@@ -68,9 +68,7 @@ DATASETS: dict[str, tuple[RemoteFile, ...]] = {
             ("86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",),
         ),
     ),
-    "wikitext-2-raw": (
-        _wikitext("train", "6707892fa3788b5ab9ed78ab5ff37d9fe825f6011a2ad4fcd6a6d467f0e7da57"),
-    ),
+    "wikitext-2-raw": (_wikitext("train", "6707892fa3788b5ab9ed78ab5ff37d9fe825f6011a2ad4fcd6a6d467f0e7da57"),),
     "wikitext-2-raw:valid": (
         _wikitext(
             "valid",

@@ -51,15 +51,11 @@ class TokenDataset:
             expected = {split: int(meta["tokens"][split]) for split in ("train", "val")}
             tokenizer_hash = meta["tokenizer"]["hash"]
         except (ValueError, KeyError, TypeError) as err:
-            raise CgptError(
-                f"{path}: expected prepare's meta.json with tokens and tokenizer ({err})"
-            ) from err
+            raise CgptError(f"{path}: expected prepare's meta.json with tokens and tokenizer ({err})") from err
         train, val = open_shard(directory / TRAIN_FILE), open_shard(directory / VAL_FILE)
         for split, tokens in (("train", train), ("val", val)):
             if len(tokens) != expected[split]:
-                raise CgptError(
-                    f"{directory}/{split}.bin: {len(tokens)} tokens, meta.json says {expected[split]}"
-                )
+                raise CgptError(f"{directory}/{split}.bin: {len(tokens)} tokens, meta.json says {expected[split]}")
         tokenizer = Tokenizer.load(directory)
         if tokenizer.hash != tokenizer_hash:
             raise CgptError(

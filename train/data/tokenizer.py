@@ -213,9 +213,7 @@ def load_named(name: str) -> Tokenizer:
             f"at a folder that holds tiktoken's cached copy"
         ) from err
     specials = encoding._special_tokens  # tiktoken keeps the definition only in these attributes
-    return Tokenizer(
-        "bpe", name, specials, pad=EOT, pattern=encoding._pat_str, ranks=encoding._mergeable_ranks
-    )
+    return Tokenizer("bpe", name, specials, pad=EOT, pattern=encoding._pat_str, ranks=encoding._mergeable_ranks)
 
 
 def load_tokenizer(spec: str | Path) -> Tokenizer:
@@ -229,9 +227,7 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
             raise CgptError(f"tokenizer {str(spec)!r}: expected {path} and, next to it, {definition.name}")
         return _from_json(definition)
     if spec == "char" or str(spec).startswith("train:"):
-        raise CgptError(
-            f"tokenizer {spec!r} is built from a corpus: prepare the data, then load that directory"
-        )
+        raise CgptError(f"tokenizer {spec!r} is built from a corpus: prepare the data, then load that directory")
     if spec in NAMED_ENCODINGS:
         return load_named(str(spec))
     raise CgptError(
@@ -266,9 +262,7 @@ def _batches(texts: Iterable[str], max_chars: int) -> Iterator[list[str]]:
         yield batch
 
 
-def train_tokenizer(
-    texts: Iterable[str], vocab_size: int, pattern: str = "cl100k", workers: int = 1
-) -> Tokenizer:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, pattern: str = "cl100k", workers: int = 1) -> Tokenizer:
     """Train a byte-level BPE of exactly `vocab_size` ids (merges + the two specials) on `texts`."""
     if pattern not in bpe.PATTERNS:
         raise CgptError(f"pattern={pattern!r}: expected one of {', '.join(bpe.PATTERNS)}")

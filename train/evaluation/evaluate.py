@@ -51,8 +51,9 @@ def evaluate(
                 **score(fin.model, split, dev, batch_size, epsilon=epsilon).metrics,
             }
         if "typo" in attacks:
-            noisy = encode(fin.ft, data, with_typos(examples, typo_rate, seed), fin.tokenizer, fin.labels,
-                           fin.block_size)
+            noisy = encode(
+                fin.ft, data, with_typos(examples, typo_rate, seed), fin.tokenizer, fin.labels, fin.block_size
+            )
             attacked["typo"] = {
                 "rate": typo_rate,
                 "seed": seed,

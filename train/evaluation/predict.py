@@ -84,9 +84,7 @@ def _generations(
     for ex in examples:
         ids = encode_prompt(fin.tokenizer, ex.prompt)  # type: ignore[union-attr]
         idx = torch.tensor([ids], dtype=torch.long, device=device)
-        new = fin.model.backbone.generate(
-            idx, max_new_tokens, temperature, generator=generator, stop_token=eot
-        )
+        new = fin.model.backbone.generate(idx, max_new_tokens, temperature, generator=generator, stop_token=eot)
         out.append(fin.tokenizer.decode(t for t in new[0, len(ids) :].tolist() if t != eot))
     return out
 

@@ -64,9 +64,7 @@ def classification_report(
     }
 
 
-def macro_f1(
-    y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Sequence[Hashable] | None = None
-) -> float:
+def macro_f1(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Sequence[Hashable] | None = None) -> float:
     return classification_report(y_true, y_pred, labels)["macro"]["f1"]
 
 
@@ -77,14 +75,12 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"{'':<{width}}  precision  recall     f1  support"]
     for name, row in rows.items():
         lines.append(
-            f"{name:<{width}}  {row['precision']:9.4f} {row['recall']:7.4f} {row['f1']:6.4f} "
-            f"{row['support']:8d}"
+            f"{name:<{width}}  {row['precision']:9.4f} {row['recall']:7.4f} {row['f1']:6.4f} {row['support']:8d}"
         )
     if "macro" in report:
         m = report["macro"]
         lines.append(
-            f"{'macro avg':<{width}}  {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:6.4f} "
-            f"{m['support']:8d}"
+            f"{'macro avg':<{width}}  {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:6.4f} {m['support']:8d}"
         )
         lines.append(f"{'accuracy':<{width}}  {report['accuracy']:.4f}")
     else:

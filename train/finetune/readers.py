@@ -114,16 +114,14 @@ def read_classification(
     for name in wanted:
         if name not in header:
             raise CgptError(
-                f"{path}:{header_line}: missing column {name!r} "
-                f"(header has: {', '.join(header) or 'nothing'})"
+                f"{path}:{header_line}: missing column {name!r} (header has: {', '.join(header) or 'nothing'})"
             )
     text_at, label_at = header.index(text_field), header.index(label_field) if label_field else None
     examples = []
     for row, n in rows:
         if len(row) != len(header):
             raise CgptError(
-                f"{path}:{n}: expected {len(header)} {sep}-separated columns "
-                f"({', '.join(header)}), got {len(row)}"
+                f"{path}:{n}: expected {len(header)} {sep}-separated columns ({', '.join(header)}), got {len(row)}"
             )
         label = None if label_at is None else row[label_at]
         examples.append(_text_example(row[text_at], label, f"{path}:{n}"))
@@ -132,9 +130,7 @@ def read_classification(
     return examples
 
 
-def _classification_jsonl(
-    path: str | Path, text_field: str | None, label_field: str | None
-) -> list[TextExample]:
+def _classification_jsonl(path: str | Path, text_field: str | None, label_field: str | None) -> list[TextExample]:
     examples = []
     for record, where in _jsonl(path):
         name = text_field or next((f for f in ("text", "sentence") if f in record), "text")
@@ -208,10 +204,7 @@ def to_bio(tags: Sequence[str], where: str = "tags") -> tuple[str, ...]:
 
 def read_generation(path: str | Path) -> list[GenerationExample]:
     """Prompt/response pairs from JSONL {"prompt", "response"}."""
-    return [
-        GenerationExample(_field(r, "prompt", str, w), _field(r, "response", str, w), w)
-        for r, w in _jsonl(path)
-    ]
+    return [GenerationExample(_field(r, "prompt", str, w), _field(r, "response", str, w), w) for r, w in _jsonl(path)]
 
 
 # --- labels --------------------------------------------------------------------------------------------
@@ -239,8 +232,7 @@ class LabelSet:
     def encode(self, label: str, where: str) -> int:
         if label not in self.names:
             raise CgptError(
-                f"{where}: label {label!r} never appears in the training data "
-                f"(known: {', '.join(self.names)})"
+                f"{where}: label {label!r} never appears in the training data (known: {', '.join(self.names)})"
             )
         return self.names.index(label)
 

@@ -69,9 +69,7 @@ def load_source(source: Source, ft: FinetuneConfig, seed: int) -> tuple[GPT, Tok
         raise CgptError(f"{path}: a fine-tuned checkpoint; start from a pretraining run")
     overrides = {"dropout": ft.dropout, "attention": ft.attention}
     if source.run == "scratch":
-        model = GPT(
-            GPTConfig.from_dict({**state["model_config"], **overrides}), torch.Generator().manual_seed(seed)
-        )
+        model = GPT(GPTConfig.from_dict({**state["model_config"], **overrides}), torch.Generator().manual_seed(seed))
     else:
         model = model_from_state(state, path, **overrides)
     if tokenizer.vocab_size > model.config.vocab_size:
@@ -169,9 +167,7 @@ def _saved(run: RunDir) -> dict[str, Any]:
     return saved
 
 
-def _resolved(
-    source: Source, origin: str, files: DataFiles, task: FinetuneTask, backend: str
-) -> dict[str, Any]:
+def _resolved(source: Source, origin: str, files: DataFiles, task: FinetuneTask, backend: str) -> dict[str, Any]:
     data = task.data
     splits = {"train": data.train, "val": data.val, "test": data.test}
     return {
@@ -250,9 +246,7 @@ def finetune(
     if launched_by_torchrun():
         raise CgptError("fine-tuning runs in one process; start it without torchrun")
     if run.holds_run() and not (resume or force):
-        raise CgptError(
-            f"{run.path}: already holds a run; pass --resume to continue it or --force to overwrite it"
-        )
+        raise CgptError(f"{run.path}: already holds a run; pass --resume to continue it or --force to overwrite it")
     saved = _saved(run) if resume else None
     if saved is not None:
         source, files = Source(**saved["source"]), DataFiles(**saved["data"]["files"])

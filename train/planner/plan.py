@@ -104,9 +104,7 @@ class Plan:
                 raise _fail(name, v, "a positive number")
         for name in ("flops_per_s", "est_seconds"):
             v = getattr(self, name)
-            if v is not None and (
-                isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf
-            ):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf):
                 raise _fail(name, v, "a positive number or null")
 
     def _check_consistency(self) -> None:

@@ -41,8 +41,9 @@ class _RandomTokens(Task):
         self.model = GPT(config, self.generator)
 
     def next_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = torch.randint(self.config.vocab_size, (self.batch_size, self.config.block_size + 1),
-                               generator=self.generator)
+        tokens = torch.randint(
+            self.config.vocab_size, (self.batch_size, self.config.block_size + 1), generator=self.generator
+        )
         return tokens[:, :-1].to(device), tokens[:, 1:].to(device)  # (B, T) inputs, next-token targets
 
     def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

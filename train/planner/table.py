@@ -11,7 +11,6 @@ CHINCHILLA = dict(params=70e9, tokens=1.4e12, flops=5.76e23)  # Hoffmann et al. 
 FIT_PARAMS, FIT_TOKENS = (70e6, 16e9), (5e9, 500e9)  # the range of the paper's 400+ runs (Section 1)
 
 
-
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
@@ -39,9 +38,7 @@ def _shape(plan: Plan) -> str:
     layers = _count(plan.n_layer, "layer")
     heads = f"{plan.n_head} heads of {plan.n_embd // plan.n_head}"
     arch = f"{plan.mlp}, {plan.norm}, {plan.positions} positions"
-    return (
-        f"{layers} x {plan.n_embd} wide, {heads}; vocab {plan.vocab_size}, context {plan.block_size}; {arch}"
-    )
+    return f"{layers} x {plan.n_embd} wide, {heads}; vocab {plan.vocab_size}, context {plan.block_size}; {arch}"
 
 
 def _notes(plan: Plan) -> list[str]:
@@ -53,18 +50,14 @@ def _notes(plan: Plan) -> list[str]:
             f"{plan.vocab_size}-token vocabulary has {_si(plan.params)}: try a smaller --vocab-size"
         )
     if embeddings > plan.params / 2:
-        notes.append(
-            f"embeddings are {embeddings / plan.params:.0%} of N: a small model wants a small vocabulary"
-        )
+        notes.append(f"embeddings are {embeddings / plan.params:.0%} of N: a small model wants a small vocabulary")
     if not (FIT_PARAMS[0] <= plan.params <= FIT_PARAMS[1] and FIT_TOKENS[0] <= plan.tokens <= FIT_TOKENS[1]):
         notes.append("the predicted loss extrapolates the fit (made on 70M-16B parameters, 5B-500B tokens)")
     return notes
 
 
 def format_table(plan: Plan) -> str:
-    source = (
-        "rule of thumb D = 20 N" if plan.allocation == "rule20" else f"Approach 3, {plan.constants} constants"
-    )
+    source = "rule of thumb D = 20 N" if plan.allocation == "rule20" else f"Approach 3, {plan.constants} constants"
     est = (
         "n/a (cgpt plan --minutes measures this machine)"
         if plan.est_seconds is None

@@ -81,8 +81,9 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where
     model.load_state_dict(weights)
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu", **config_overrides: Any
-               ) -> tuple[GPT, dict[str, Any]]:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", **config_overrides: Any
+) -> tuple[GPT, dict[str, Any]]:
     """(model, checkpoint dict) from a file written by `save_model` or by the training loop."""
     state = load_checkpoint(path, map_location)
     return model_from_state(state, path, **config_overrides), state

@@ -40,8 +40,9 @@ def setup(device_type: str, parallel: str = "ddp") -> DistInfo | None:
         return None
     if parallel not in PARALLEL:
         raise ValueError(f"parallel={parallel!r}: expected one of {PARALLEL}")
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)),
-                    parallel)
+    info = DistInfo(
+        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)), parallel
+    )
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     if device_type == "cuda":
@@ -98,13 +99,15 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, inf
     if info is not None and info.parallel == "fsdp":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        return get_optimizer_state_dict(model, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return get_optimizer_state_dict(
+            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
     return optimizer.state_dict()
 
 
-def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict, optim_state: dict,
-                     info: DistInfo | None) -> None:
+def load_full_states(
+    model: nn.Module, optimizer: torch.optim.Optimizer, weights: dict, optim_state: dict, info: DistInfo | None
+) -> None:
     """Load unsharded weights and optimizer state (as written by rank 0) into a plain or sharded model."""
     if info is not None and info.parallel == "fsdp":
         from torch.distributed.checkpoint.state_dict import (

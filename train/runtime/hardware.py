@@ -78,8 +78,9 @@ def peak_flops(device: torch.device) -> float | None:
     return None
 
 
-def measure_matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024,
-                         seconds: float = 1.0) -> float:
+def measure_matmul_flops(
+    device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 1.0
+) -> float:
     """Achieved FLOP/s of an n x n matmul on this device: the practical ceiling (used for a CPU's MFU)."""
     g = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device, dtype)

@@ -29,9 +29,13 @@ def device_info() -> dict[str, Any]:
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return {"type": "cuda", "name": props.name, "count": torch.cuda.device_count(),
-                "memory_gib": round(props.total_memory / 2**30, 1),
-                "capability": list(torch.cuda.get_device_capability())}
+        return {
+            "type": "cuda",
+            "name": props.name,
+            "count": torch.cuda.device_count(),
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "capability": list(torch.cuda.get_device_capability()),
+        }
     return {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
 
 

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float, lr_scales: dict[str, float] | None = None
-                 ) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, weight_decay: float, lr_scales: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """Trainable parameters split into decayed (dim >= 2) and not decayed, each with an `lr_scale`.
 
     `lr_scales` maps a parameter name to a learning-rate multiplier (layer-wise decay in fine-tuning);
@@ -30,15 +31,23 @@ def param_groups(model: nn.Module, weight_decay: float, lr_scales: dict[str, flo
             continue
         decay = p.dim() >= 2
         scale = 1.0 if lr_scales is None else lr_scales.get(name, 1.0)
-        group = groups.setdefault((decay, scale), {"params": [], "names": [], "lr_scale": scale,
-                                                   "weight_decay": weight_decay if decay else 0.0})
+        group = groups.setdefault(
+            (decay, scale),
+            {"params": [], "names": [], "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0},
+        )
         group["params"].append(p)
         group["names"].append(name)
     return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(groups: list[dict[str, Any]], name: str, lr: float, betas: tuple[float, float],
-                    momentum: float, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(
+    groups: list[dict[str, Any]],
+    name: str,
+    lr: float,
+    betas: tuple[float, float],
+    momentum: float,
+    device: torch.device,
+) -> torch.optim.Optimizer:
     clean = [{k: v for k, v in g.items() if k != "names"} for g in groups]
     if not clean:
         raise ValueError("no trainable parameters: everything is frozen")
@@ -49,8 +58,9 @@ def build_optimizer(groups: list[dict[str, Any]], name: str, lr: float, betas: t
     raise ValueError(f"optimizer={name!r} is not known (TrainConfig checks it: train/recipe.py)")
 
 
-def lr_at(step: int, max_steps: int, peak: float, warmup: int, min_ratio: float = 0.1,
-          schedule: str = "cosine") -> float:
+def lr_at(
+    step: int, max_steps: int, peak: float, warmup: int, min_ratio: float = 0.1, schedule: str = "cosine"
+) -> float:
     """Learning rate for optimizer step `step` (0-based): warmup over `warmup` steps, then the schedule."""
     if step < warmup:
         return peak * (step + 1) / warmup

@@ -1,11 +1,11 @@
 """A run directory: self-describing, append-only while training, never overwritten silently.
 
-    RUN/config.json         the resolved model, training and task configuration (and the plan, if any)
-    RUN/metrics.jsonl       one JSON object per logged step or evaluation
-    RUN/summary.json        the final figures
-    RUN/checkpoints/        step-00000500.pt ... (the last K) and best.pt
-    RUN/tokenizer/          the tokenizer files, so the run can be sampled and fine-tuned on its own
-    RUN/loss.png            the loss curves (when matplotlib is installed)
+RUN/config.json         the resolved model, training and task configuration (and the plan, if any)
+RUN/metrics.jsonl       one JSON object per logged step or evaluation
+RUN/summary.json        the final figures
+RUN/checkpoints/        step-00000500.pt ... (the last K) and best.pt
+RUN/tokenizer/          the tokenizer files, so the run can be sampled and fine-tuned on its own
+RUN/loss.png            the loss curves (when matplotlib is installed)
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise CgptError(f"{self.path}: exists and is not a directory")
         if self.holds_run() and not (resume or force):
-            raise CgptError(f"{self.path}: already holds a run; pass --resume to continue it or --force to "
-                            f"overwrite it")
+            raise CgptError(
+                f"{self.path}: already holds a run; pass --resume to continue it or --force to overwrite it"
+            )
         if force and not resume:
             for p in (self.metrics, self.summary, self.plot, self.config):
                 p.unlink(missing_ok=True)

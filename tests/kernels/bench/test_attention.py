@@ -42,17 +42,29 @@ def test_headline_shapes_come_first_so_a_budget_cut_keeps_them() -> None:
 def test_headline_rows_pair_ours_with_the_best_sdpa_backend() -> None:
     shape = bench.AttentionShape(4, 16, 16, 4096, 128, True, torch.bfloat16)
     base = {**bench.asdict(shape), "shape": shape.name, "dtype": "bfloat16", "mode": "fwd+bwd"}
-    rows = [base | {"provider": p, "tflops": t, "speedup_vs_best_sdpa": r}
-            for p, t, r in (("triton", 300.0, 0.75), ("sdpa-flash", 400.0, 1.0), ("sdpa-math", 20.0, 0.05),
-                            ("naive", 10.0, 0.02))]  # fmt: skip
+    rows = [
+        base | {"provider": p, "tflops": t, "speedup_vs_best_sdpa": r}
+        for p, t, r in (
+            ("triton", 300.0, 0.75),
+            ("sdpa-flash", 400.0, 1.0),
+            ("sdpa-math", 20.0, 0.05),
+            ("naive", 10.0, 0.02),
+        )
+    ]
     rows.append(rows[0] | {"mode": "fwd", "tflops": 999.0})  # another mode: not in the headline
     other = bench.AttentionShape(4, 16, 16, 4096, 128, False, torch.bfloat16)  # not causal: not headline
     rows.append(rows[0] | {**bench.asdict(other), "shape": other.name, "dtype": "bfloat16"})
     rows.append(rows[0] | {"provider": "triton-atomic", "tflops": 360.0, "speedup_vs_best_sdpa": 0.9})
     assert bench_cli.headline_rows(rows) == [
         {"T": 4096, "ours": "triton", "tflops": 300.0, "best_sdpa": "sdpa-flash", "sdpa_tflops": 400.0, "ratio": 0.75},
-        {"T": 4096, "ours": "triton-atomic", "tflops": 360.0, "best_sdpa": "sdpa-flash", "sdpa_tflops": 400.0,
-         "ratio": 0.9},
+        {
+            "T": 4096,
+            "ours": "triton-atomic",
+            "tflops": 360.0,
+            "best_sdpa": "sdpa-flash",
+            "sdpa_tflops": 400.0,
+            "ratio": 0.9,
+        },
     ]
 
 
@@ -110,9 +122,7 @@ def test_cli_rejects_bad_flags(argv: list[str], capsys: pytest.CaptureFixture) -
     assert capsys.readouterr().err.startswith("cgpt bench kernels: error: argument")
 
 
-def test_timed_rows_ratios_and_plot_with_a_stub_timer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_timed_rows_ratios_and_plot_with_a_stub_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The GPU path's bookkeeping (TFLOP/s, ratio to the best SDPA backend, utilisation, files) on CPU."""
     ms = {"naive": 4.0, "sdpa-math": 2.0, "sdpa-default": 1.0}
     monkeypatch.setattr(bench, "time_provider", lambda p, inputs, causal, mode: (ms[p.name], 3.0))

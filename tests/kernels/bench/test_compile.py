@@ -22,8 +22,7 @@ def test_every_launchable_config_compiles_for_hopper_and_fits(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compiled, not interpreted
     out = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "train.cli", "bench", "compile", "--quick", "--jobs", "2", "--json", str(out)]
-    run = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=600)  # fmt: skip
+    run = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     if run.returncode != 0 and "No module named 'triton.backends.nvidia" in run.stderr:
         pytest.skip(f"this Triton cannot compile for NVIDIA GPUs: {run.stderr.splitlines()[-1]}")
     assert run.returncode == 0, run.stderr[-3000:]

@@ -20,9 +20,7 @@ def _fails(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
     return err
 
 
-def _args(
-    pretrained: Path, out: Path, train: str, val: str, *extra: str, task: str = "classify"
-) -> list[str]:
+def _args(pretrained: Path, out: Path, train: str, val: str, *extra: str, task: str = "classify") -> list[str]:
     return [
         "finetune",
         "--from",
@@ -86,15 +84,11 @@ def test_bad_flags_name_the_flag(
     assert "the model has only 2 blocks" in _fails(
         capsys, _args(pretrained, out, f.train, f.val, "--freeze", "bottom:3")
     )
-    assert "head='nope' is not known" in _fails(
-        capsys, _args(pretrained, out, f.train, f.val, "--head", "nope")
-    )
+    assert "head='nope' is not known" in _fails(capsys, _args(pretrained, out, f.train, f.val, "--head", "nope"))
     assert "head='tag' reads 'tag' data, but task='classify'" in _fails(
         capsys, _args(pretrained, out, f.train, f.val, "--head", "tag")
     )
-    assert "metric='f1' is not allowed" in _fails(
-        capsys, _args(pretrained, out, f.train, f.val, "--metric", "f1")
-    )
+    assert "metric='f1' is not allowed" in _fails(capsys, _args(pretrained, out, f.train, f.val, "--metric", "f1"))
     assert "nothing to train" in _fails(
         capsys,
         _args(

@@ -57,17 +57,13 @@ def test_params_json(cgpt) -> None:
 def test_tokens_rule20_json(cgpt) -> None:
     code, out, _ = cgpt("--tokens", "2.5B", "--allocation", "rule20", "--constants", "unrounded", "--json")
     d = json.loads(out)
-    assert (
-        code == 0 and d["tokens"] >= 2.5e9 and d["allocation"] == "rule20" and d["constants"] == "unrounded"
-    )
+    assert code == 0 and d["tokens"] >= 2.5e9 and d["allocation"] == "rule20" and d["constants"] == "unrounded"
     assert 19 < d["tokens"] / d["params"] < 22
 
 
 def test_out_round_trips(cgpt, tmp_path: Path) -> None:
     path = tmp_path / "plan.json"
-    code, out, _ = cgpt(
-        "--flops", "1e16", "--vocab-size", "256", "--block-size", "256", "--json", "--out", str(path)
-    )
+    code, out, _ = cgpt("--flops", "1e16", "--vocab-size", "256", "--block-size", "256", "--json", "--out", str(path))
     assert code == 0
     plan = Plan.from_json(path)
     assert plan.to_dict() == json.loads(out) and plan.vocab_size == 256 and plan.block_size == 256

@@ -77,9 +77,7 @@ def test_stdlib_is_sorted_sources_without_test_suites() -> None:
 
 def test_file_kinds_jsonl_gz_and_documents(tmp_path) -> None:
     (tmp_path / "a.txt").write_text("plain text\n")
-    (tmp_path / "b.jsonl").write_text(
-        json.dumps({"text": "one"}) + "\n\n" + json.dumps({"text": "two"}) + "\n"
-    )
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"text": "two"}) + "\n")
     (tmp_path / "c.md.gz").write_bytes(gzip.compress(b"# zipped markdown\n"))
     (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(json.dumps({"body": "three"}).encode()))
     (tmp_path / "e.txt").write_text("")  # an empty document is no document
@@ -156,9 +154,7 @@ def test_named_dataset_from_a_cache_dir(tmp_path, monkeypatch) -> None:
         datasets.dataset_files("tiny", tmp_path / "cache", fetch=_no_network)
     (tmp_path / "cache" / "tiny").mkdir(parents=True)
     (tmp_path / "cache" / "tiny" / "input.txt").write_bytes(data)
-    assert resolve_inputs(["tiny"], tmp_path / "cache", fetch=_no_network) == [
-        tmp_path / "cache/tiny/input.txt"
-    ]
+    assert resolve_inputs(["tiny"], tmp_path / "cache", fetch=_no_network) == [tmp_path / "cache/tiny/input.txt"]
     (tmp_path / "cache" / "tiny" / "input.txt").write_bytes(b"tampered")
     with pytest.raises(CgptError, match="sha256 .* does not match"):
         datasets.dataset_files("tiny", tmp_path / "cache", fetch=_no_network)
@@ -166,18 +162,14 @@ def test_named_dataset_from_a_cache_dir(tmp_path, monkeypatch) -> None:
 
 def test_named_dataset_download_goes_to_the_cache_and_is_verified(tmp_path, monkeypatch) -> None:
     data = b"downloaded text\n"
-    remote = datasets.RemoteFile(
-        "tiny", "input.txt", "https://example.org/t.txt", (hashlib.sha256(data).hexdigest(),)
-    )
+    remote = datasets.RemoteFile("tiny", "input.txt", "https://example.org/t.txt", (hashlib.sha256(data).hexdigest(),))
     monkeypatch.setitem(datasets.DATASETS, "tiny", (remote,))
     monkeypatch.setattr(datasets, "DEFAULT_CACHE", tmp_path / "default")
     fetched = []
     paths = datasets.dataset_files("tiny", None, fetch=lambda url: fetched.append(url) or data)
     assert fetched == ["https://example.org/t.txt"] and paths[0].read_bytes() == data
     assert paths[0] == tmp_path / "default" / "tiny" / "input.txt"
-    assert (
-        datasets.dataset_files("tiny", tmp_path / "other", fetch=_no_network) == paths
-    )  # found in the cache
+    assert datasets.dataset_files("tiny", tmp_path / "other", fetch=_no_network) == paths  # found in the cache
     monkeypatch.setattr(datasets, "DEFAULT_CACHE", tmp_path / "fresh")
     with pytest.raises(CgptError, match="does not match"):
         datasets.dataset_files("tiny", None, fetch=lambda url: b"wrong")

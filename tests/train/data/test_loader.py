@@ -160,9 +160,7 @@ def test_few_documents_still_get_a_validation_document(tmp_path) -> None:
 def test_uint32_shards_for_large_vocabularies(tmp_path) -> None:
     write_corpus(tmp_path / "corpus", 3)
     ranks = {bytes([i]): i for i in range(256)}
-    big = Tokenizer(
-        "bpe", "big", {"<|endoftext|>": 70_000, "<|pad|>": 70_001}, pattern=r"\S+|\s+", ranks=ranks
-    )
+    big = Tokenizer("bpe", "big", {"<|endoftext|>": 70_000, "<|pad|>": 70_001}, pattern=r"\S+|\s+", ranks=ranks)
     big.save(tmp_path / "tok")
     summary = prepare([str(tmp_path / "corpus")], str(tmp_path / "tok"), tmp_path / "out")
     data = TokenDataset.open(tmp_path / "out")
@@ -244,10 +242,7 @@ def test_sampler_is_deterministic_and_restores_exactly(tmp_path) -> None:
 
 def test_ranks_draw_distinct_windows() -> None:
     tokens = np.arange(100_000, dtype=np.uint32)
-    starts = [
-        RandomWindowSampler(tokens, 8, 16, seed=7, rank=r, world_size=4).next_batch()[0][:, 0]
-        for r in range(4)
-    ]
+    starts = [RandomWindowSampler(tokens, 8, 16, seed=7, rank=r, world_size=4).next_batch()[0][:, 0] for r in range(4)]
     assert len({tuple(s.tolist()) for s in starts}) == 4
     assert len(set(torch.cat(starts).tolist())) > 60
     assert not torch.equal(starts[0], RandomWindowSampler(tokens, 8, 16, seed=8).next_batch()[0][:, 0])

@@ -166,9 +166,7 @@ def test_named_encoding_offline_is_a_clear_error(tmp_path, monkeypatch) -> None:
 
 def test_named_encoding_from_tiktoken(monkeypatch) -> None:
     ranks = {bytes([i]): i for i in range(256)} | {b"ab": 256}
-    fake = tiktoken.Encoding(
-        "gpt2", pat_str=bpe.PATTERNS["gpt2"], mergeable_ranks=ranks, special_tokens={EOT: 257}
-    )
+    fake = tiktoken.Encoding("gpt2", pat_str=bpe.PATTERNS["gpt2"], mergeable_ranks=ranks, special_tokens={EOT: 257})
     monkeypatch.setattr(tiktoken, "get_encoding", lambda name: fake)
     tokenizer = load_tokenizer("gpt2")
     assert (tokenizer.vocab_size, tokenizer.eot_id, tokenizer.pad_id, tokenizer.name) == (

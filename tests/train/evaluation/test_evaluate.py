@@ -33,9 +33,7 @@ def test_classification_json_has_accuracy_macro_f1_and_per_class(
     assert "accuracy" in text and "macro avg" in text
 
 
-def test_tagging_json_is_entity_level(
-    tag_run: Path, files: Files, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_tagging_json_is_entity_level(tag_run: Path, files: Files, capsys: pytest.CaptureFixture[str]) -> None:
     result = _json(capsys, ["evaluate", "--run", str(tag_run), "--data", files.tag.test, "--json"])
     assert {"precision", "recall", "f1", "per_type"} <= set(result) and set(result["per_type"]) <= {
         "PER",
@@ -116,6 +114,8 @@ def test_a_pretraining_run_is_not_a_fine_tuned_one(pretrained: Path, files: File
 def test_sample_streams_from_a_generate_finetune_run(generate_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from train.cli import main
 
-    assert main(["sample", "--run", str(generate_run), "--prompt", "ab", "--max-new-tokens", "5",
-                 "--temperature", "0"]) == 0
+    assert (
+        main(["sample", "--run", str(generate_run), "--prompt", "ab", "--max-new-tokens", "5", "--temperature", "0"])
+        == 0
+    )
     assert capsys.readouterr().out.startswith("ab")

@@ -40,18 +40,10 @@ def test_accuracy_and_macro_f1() -> None:
 
 def test_classification_report_per_class_and_macro() -> None:
     report = classification_report(Y_TRUE, Y_PRED, labels=[0, 1, 2])
-    assert report["per_class"]["0"] == pytest.approx(
-        {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
-    )
-    assert report["per_class"]["1"] == pytest.approx(
-        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
-    )
-    assert report["per_class"]["2"] == pytest.approx(
-        {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3}
-    )
-    assert report["macro"] == pytest.approx(
-        {"precision": 13 / 18, "recall": 13 / 18, "f1": 0.7, "support": 7}
-    )
+    assert report["per_class"]["0"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert report["per_class"]["1"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+    assert report["per_class"]["2"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert report["macro"] == pytest.approx({"precision": 13 / 18, "recall": 13 / 18, "f1": 0.7, "support": 7})
     assert report["accuracy"] == pytest.approx(5 / 7)
     assert json.loads(json.dumps(report)) == report
 

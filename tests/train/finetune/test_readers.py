@@ -87,9 +87,7 @@ def test_jsonl_classification(tmp_path: Path) -> None:
         ("d.jsonl", "[1, 2]\n", r"d.jsonl:1: expected a JSON object"),
     ],
 )
-def test_bad_classification_files_name_the_file_and_line(
-    tmp_path: Path, name: str, text: str, message: str
-) -> None:
+def test_bad_classification_files_name_the_file_and_line(tmp_path: Path, name: str, text: str, message: str) -> None:
     with pytest.raises(CgptError, match=message):
         read_classification(_write(tmp_path, name, text))
 
@@ -136,9 +134,7 @@ def test_conll_columns_skip_docstart_and_normalise_tags(tmp_path: Path) -> None:
 
 def test_conll_with_a_wrong_number_of_columns_names_the_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "eng.train", "EU NNP I-NP I-ORG\nrejects VBZ O\n")
-    with pytest.raises(
-        CgptError, match=r"eng.train:2: expected 4 space-separated columns .*as on line 1.*got 3"
-    ):
+    with pytest.raises(CgptError, match=r"eng.train:2: expected 4 space-separated columns .*as on line 1.*got 3"):
         read_tagging(path)
     with pytest.raises(CgptError, match=r"docs.txt: no sentences"):
         read_tagging(_write(tmp_path, "docs.txt", "-DOCSTART- -X- O O\n\n"))

@@ -100,9 +100,7 @@ def test_tagging_reads_iob1_conll_and_scores_entities(tag_run: Path) -> None:
 
 def test_generation_learns_only_the_response(generate_run: Path, pretrained: Path, files: Files) -> None:
     summary = json.loads((generate_run / "summary.json").read_text())
-    assert summary["metric"] == "val_loss" and summary["best_val_metric"] == pytest.approx(
-        summary["val_loss"]
-    )
+    assert summary["metric"] == "val_loss" and summary["best_val_metric"] == pytest.approx(summary["val_loss"])
     assert summary["val"]["perplexity"] == pytest.approx(torch.tensor(summary["val"]["loss"]).exp().item())
     _, tokenizer, _ = load_source(Source(str(pretrained)), FinetuneConfig(), 0)
     data = read_data(FinetuneConfig(task="generate"), files.generate, tokenizer, 32)
@@ -111,9 +109,7 @@ def test_generation_learns_only_the_response(generate_run: Path, pretrained: Pat
 
 
 def test_regression_reports_mse_mae_and_pearson(tune: Any, files: Files, tmp_path: Path) -> None:
-    summary = tune(
-        tmp_path / "reg", files.regress, task="regress", metric="pearson", train={"optimizer": "sgd"}
-    )
+    summary = tune(tmp_path / "reg", files.regress, task="regress", metric="pearson", train={"optimizer": "sgd"})
     assert summary["metric"] == "pearson" and {"mse", "mae", "pearson"} <= set(summary["val"])
     assert summary["val"]["loss"] == pytest.approx(summary["val"]["mse"], rel=1e-4)
 
@@ -133,9 +129,7 @@ def test_scratch_has_the_same_architecture_and_new_weights(
     assert all(not torch.equal(a[k], b[k]) for k in a if k.endswith("weight") and "norm" not in k)
     again, _, _ = load_source(Source("scratch", like=str(pretrained)), ft, seed=0)
     assert all(torch.equal(b[k], v) for k, v in again.state_dict().items())  # seeded
-    tune(
-        tmp_path / "s", files.classify, source=Source("scratch", like=str(pretrained)), train={"max_steps": 1}
-    )
+    tune(tmp_path / "s", files.classify, source=Source("scratch", like=str(pretrained)), train={"max_steps": 1})
     assert json.loads((tmp_path / "s" / "config.json").read_text())["source"]["run"] == "scratch"
     with pytest.raises(ConfigError, match="--like"):
         Source("scratch")
@@ -156,11 +150,7 @@ def test_layer_decay_gives_each_group_its_learning_rate(pretrained: Path, files:
     optimizer = build_optimizer(task.param_groups(0.01), "adamw", 1e-3, (0.9, 0.95), 0.0, torch.device("cpu"))
     set_lr(optimizer, 1e-3)
     groups = task.param_groups(0.01)
-    lr = {
-        name: g["lr"]
-        for g, group in zip(optimizer.param_groups, groups, strict=True)
-        for name in group["names"]
-    }
+    lr = {name: g["lr"] for g, group in zip(optimizer.param_groups, groups, strict=True) for name in group["names"]}
     assert lr["backbone.transformer.wte.weight"] == pytest.approx(1e-3 * 0.5**3)  # n_layer = 2
     assert lr["backbone.transformer.h.0.attn.c_attn.weight"] == pytest.approx(1e-3 * 0.5**2)
     assert lr["backbone.transformer.h.1.mlp.c_proj.weight"] == pytest.approx(1e-3 * 0.5)
@@ -188,9 +178,7 @@ def test_frozen_parameters_do_not_move_and_the_rest_trains(
     assert moved_blocks == ({"1"} if spec == "bottom:1" else {"0", "1"})
 
 
-def test_fgm_on_a_linear_probe_moves_only_the_head(
-    tune: Any, pretrained: Path, files: Files, tmp_path: Path
-) -> None:
+def test_fgm_on_a_linear_probe_moves_only_the_head(tune: Any, pretrained: Path, files: Files, tmp_path: Path) -> None:
     summary = tune(tmp_path / "p", files.classify, freeze="all-but-head", adversarial="fgm", epsilon=0.5)
     assert _changed(_weights(pretrained / "checkpoints" / "best.pt"), _backbone(tmp_path / "p")) == set()
     last = sorted((tmp_path / "p" / "checkpoints").glob("step-*.pt"))[-1]
@@ -203,9 +191,7 @@ def test_fgm_on_a_linear_probe_moves_only_the_head(
 def test_pgd_training_runs_and_the_embedding_still_trains(
     tune: Any, pretrained: Path, files: Files, tmp_path: Path
 ) -> None:
-    summary = tune(
-        tmp_path / "pgd", files.classify, adversarial="pgd", epsilon=0.5, adv_steps=2, train={"lr": 1e-2}
-    )
+    summary = tune(tmp_path / "pgd", files.classify, adversarial="pgd", epsilon=0.5, adv_steps=2, train={"lr": 1e-2})
     assert summary["steps"] == 2 and torch.isfinite(torch.tensor(summary["train_loss"]))
     changed = _changed(_weights(pretrained / "checkpoints" / "best.pt"), _backbone(tmp_path / "pgd"))
     assert "transformer.wte.weight" in changed  # perturbing the embedding output does not freeze the weight
@@ -219,9 +205,7 @@ def test_early_stopping_after_patience_restores_the_best(
 ) -> None:
     trajectory = iter([0.5, 0.8, 0.6, 0.7, 0.9, 0.9])
 
-    def evaluate_by_script(
-        self: FinetuneTask, model: torch.nn.Module, device: torch.device
-    ) -> dict[str, float]:
+    def evaluate_by_script(self: FinetuneTask, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
         return {"accuracy": next(trajectory), "val_loss": 1.0}
 
     monkeypatch.setattr(FinetuneTask, "evaluate", evaluate_by_script)
@@ -233,9 +217,7 @@ def test_early_stopping_after_patience_restores_the_best(
     assert summary["val"]["loss"] == pytest.approx(best["loss"]) and best["loss"] != last["loss"]
 
 
-def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(
-    tune: Any, files: Files, tmp_path: Path
-) -> None:
+def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tune: Any, files: Files, tmp_path: Path) -> None:
     full, cut = tmp_path / "full", tmp_path / "cut"
     tune(full, files.classify, train={"max_steps": 4, "keep_last": 5, "eval_every": 2, "checkpoint_every": 2})
     shutil.copytree(full, cut)

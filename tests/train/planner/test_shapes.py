@@ -12,9 +12,7 @@ from train.planner import shapes
 from train.planner.shapes import choose_shape, shape_config
 
 
-def total(
-    shape: tuple[int, int, int], vocab_size: int, block_size: int, arch: GPTConfig | None = None
-) -> int:
+def total(shape: tuple[int, int, int], vocab_size: int, block_size: int, arch: GPTConfig | None = None) -> int:
     config = shape_config(shape[0], shape[1], vocab_size, block_size, arch or GPTConfig())
     assert config.n_head == shape[2]
     return param_counts(config).total

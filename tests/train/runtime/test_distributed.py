@@ -16,17 +16,44 @@ from train.data.prepare import prepare
 from train.runtime.checkpoint import load_checkpoint
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(400))
-COMMON = ["--max-steps", "6", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
-          "--eval-every", "3", "--checkpoint-every", "3", "--log-every", "1", "--no-progress", "--eval-batches", "2",
-          "--seed", "3"]
+COMMON = [
+    "--max-steps",
+    "6",
+    "--n-layer",
+    "1",
+    "--n-head",
+    "2",
+    "--n-embd",
+    "32",
+    "--block-size",
+    "16",
+    "--eval-every",
+    "3",
+    "--checkpoint-every",
+    "3",
+    "--log-every",
+    "1",
+    "--no-progress",
+    "--eval-batches",
+    "2",
+    "--seed",
+    "3",
+]
 
 
 def _run(args: list[str], nproc: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "train.cli"]
     if nproc > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                    "-m", "train.cli"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "train.cli",
+        ]
     out = subprocess.run([*launcher, "pretrain", *args], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
 

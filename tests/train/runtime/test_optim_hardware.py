@@ -39,12 +39,22 @@ def test_schedule_warms_up_linearly_then_cosines_to_the_floor_at_the_last_step()
     assert lr_at(50, 100, 1.0, 10, schedule="constant") == 1.0
 
 
-@pytest.mark.parametrize(("name", "peak"), [("NVIDIA H200", 989e12), ("NVIDIA H100 80GB HBM3", 989e12),
-                                            ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
-                                            ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12),
-                                            ("Some Future GPU", None), ("cpu", None)])
-def test_peak_table_knows_a100_h100_h200_and_never_guesses(monkeypatch: pytest.MonkeyPatch, name: str,
-                                                           peak: float | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA L4", 121e12),
+        ("Some Future GPU", None),
+        ("cpu", None),
+    ],
+)
+def test_peak_table_knows_a100_h100_h200_and_never_guesses(
+    monkeypatch: pytest.MonkeyPatch, name: str, peak: float | None
+) -> None:
     monkeypatch.setattr(hardware, "device_name", lambda device: name)
     assert hardware.peak_flops(torch.device("cpu")) == peak
 
