@@ -19,6 +19,8 @@ from torch import Tensor
 
 from kernels.flash_kernels import _attn_bwd_dkdv, _attn_bwd_dq, _attn_bwd_preprocess, _attn_fwd
 
+# head sizes D: `tl.arange` needs a power of two; 128 is the largest that keeps a query tile and its
+# accumulator in registers
 SUPPORTED_HEAD_DIMS: tuple[int, ...] = (16, 32, 64, 128)
 SUPPORTED_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
 LOG2E: float = math.log2(math.e)
@@ -26,12 +28,6 @@ INTERPRETER_CONFIG: dict[str, int] = {"BLOCK_M": 64, "BLOCK_N": 64}  # big block
 # fp32 on a GPU: fp32 tiles take twice the shared memory; at D = 128 this one needs at most 104 KiB (sm_90)
 FP32_CONFIG: dict[str, int] = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
 AUTOTUNE_MIN_WORK: int = 512 * 512  # Tq * Tk below this: no autotuning on the GPU
-
-
-def supported_head_dims() -> tuple[int, ...]:
-    """The head sizes D the kernels are compiled for (`tl.arange` needs a power of two; 128 is the largest
-    that keeps a query tile and its accumulator in registers). No tensor or GPU needed to ask."""
-    return SUPPORTED_HEAD_DIMS
 
 
 # ----------------------------------------------------------------------------- launch configs

@@ -16,13 +16,15 @@ from __future__ import annotations
 import math
 
 import torch
+from einops import repeat
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """(B, Hkv, T, D) -> (B, Hkv * n_rep, T, D): give every query head its key/value head."""
+    """(B, Hkv, T, D) -> (B, Hkv * n_rep, T, D): give every query head its key/value head. Query heads
+    g * n_rep .. (g + 1) * n_rep - 1 share key/value head g."""
     if n_rep == 1:
         return x
-    return x.repeat_interleave(n_rep, dim=1)
+    return repeat(x, "b hkv t d -> b (hkv rep) t d", rep=n_rep)
 
 
 def causal_mask(tq: int, tk: int, device: torch.device | None = None) -> torch.Tensor:

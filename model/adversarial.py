@@ -82,14 +82,22 @@ def perturbation(
 
 
 def adversarial_loss(
-    task_model: TaskModel, batch: Batch, kind: str, epsilon: float, alpha: float | None = None, steps: int = 1
+    task_model: TaskModel,
+    batch: Batch,
+    kind: str,
+    epsilon: float,
+    alpha: float | None = None,
+    steps: int = 1,
+    forward: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """The loss at the perturbed embeddings, differentiable in the parameters: add it to the clean loss.
 
-    Costs one extra forward and backward (FGM) or `steps` of them (PGD) on top of the perturbed forward.
+    Costs one extra forward and backward (FGM) or `steps` of them (PGD) on top of the perturbed forward. The
+    perturbation is found on `task_model`; the loss is computed by `forward` (the same model as the training
+    loop runs it: compiled or wrapped), `task_model` itself by default.
     """
     delta = perturbation(task_model, batch, kind, epsilon, alpha, steps)
-    _, loss = task_model(batch, embed_delta=delta)
+    _, loss = (forward or task_model)(batch, embed_delta=delta)
     return loss
 
 

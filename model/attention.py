@@ -18,6 +18,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from kernels.reference import causal_mask, repeat_kv
@@ -107,16 +108,16 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         kv_dim = self.n_kv_head * self.head_size
         q, k, v = self.c_attn(x).split([C, kv_dim, kv_dim], dim=2)
-        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, Hkv, T, D)
-        v = v.view(B, T, self.n_kv_head, self.head_size).transpose(1, 2)  # (B, Hkv, T, D)
+        q = rearrange(q, "b t (h d) -> b h t d", h=self.n_head)  # (B, H, T, D): split the heads
+        k = rearrange(k, "b t (h d) -> b h t d", h=self.n_kv_head)  # (B, Hkv, T, D)
+        v = rearrange(v, "b t (h d) -> b h t d", h=self.n_kv_head)  # (B, Hkv, T, D)
         if rope is not None:
             q = apply_rope(q, *rope, fused=self.fused_rope)
             k = apply_rope(k, *rope, fused=self.fused_rope)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, Tk, D)
         y = self._attend(q, k, v, backend, padding_mask)  # (B, H, T, D)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C): merge the heads again
         return self.resid_dropout(self.c_proj(y))
 
     def _attend(

@@ -308,12 +308,3 @@ def bench_lm_kernels(quick: bool, device: str, cases: list[LMCase] | None = None
                     row["frac_of_copy"] = row["gbps_triton"] / copy_gbps
             rows.append(row)
     return rows
-
-
-def format_lm_rows(rows: list[dict]) -> str:
-    """A plain-text table of bench_lm_kernels' rows."""
-    cols = ["kernel", "shape", "pass", "gate", "max_err", *TIMING_KEYS, "note"]
-    fmt = lambda v: "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)
-    table = [cols] + [[fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in table)

@@ -161,12 +161,6 @@ def test_rejects_mixed_dtypes() -> None:
         flash_attention(q, q.half(), q)
 
 
-def test_supported_head_dims() -> None:
-    from kernels.flash import supported_head_dims
-
-    assert supported_head_dims() == (16, 32, 64, 128)
-
-
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 def test_torch_compile_traces_without_graph_break(backend: str) -> None:
     """The custom op (register_fake + register_autograd) keeps the kernel one opaque node in the graph."""

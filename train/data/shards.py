@@ -107,11 +107,6 @@ class ShardWriter:
         self.close()
 
 
-def write_shard(path: str | Path, tokens: np.ndarray, dtype: np.dtype) -> None:
-    with ShardWriter(path, dtype) as writer:
-        writer.write(tokens)
-
-
 def truncate_shard(path: str | Path, count: int) -> None:
     """Keep only the first `count` tokens of a shard (used to move its tail to another split)."""
     header = read_header(path)

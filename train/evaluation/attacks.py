@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from train.finetune.readers import Example, TaggedExample, TextExample
 
 ATTACK_KINDS = ("embedding", "typo")  # what `cgpt evaluate --attack` runs (train/evaluation/evaluate.py)
-EDITS = ("swap", "drop", "insert")
 
 
 def _edits(word: str) -> list[str]:

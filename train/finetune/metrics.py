@@ -64,10 +64,6 @@ def classification_report(
     }
 
 
-def macro_f1(y_true: Sequence[Hashable], y_pred: Sequence[Hashable], labels: Sequence[Hashable] | None = None) -> float:
-    return classification_report(y_true, y_pred, labels)["macro"]["f1"]
-
-
 def format_report(report: dict[str, Any]) -> str:
     """A classification_report or entity_scores dict as an aligned text table."""
     rows = report.get("per_class") or report.get("per_type") or {}

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from model import GPT, GPTConfig, flops_per_token
-from model.adversarial import perturbation
+from model.adversarial import adversarial_loss
 from model.heads import Batch
 from train.data.tokenizer import Tokenizer
 from train.errors import CgptError
@@ -116,13 +116,11 @@ class FinetuneTask(Task):
 
     def micro_step(self, model: nn.Module, batch: Batch, scale: float) -> torch.Tensor:
         """Clean loss, plus under adversarial training the loss at the perturbed embedding output."""
-        loss = self.loss(model, batch)
+        loss, ft = self.loss(model, batch), self.ft
         total = loss
-        if self.ft.adversarial != "none":
-            ft = self.ft
-            delta = perturbation(self.model, batch, ft.adversarial, ft.epsilon, ft.pgd_alpha, ft.adv_steps)
-            _, adversarial = model(batch, embed_delta=delta)
-            total = loss + adversarial
+        if ft.adversarial != "none":
+            kind, eps, alpha, steps = ft.adversarial, ft.epsilon, ft.pgd_alpha, ft.adv_steps
+            total = loss + adversarial_loss(self.model, batch, kind, eps, alpha, steps, forward=model)
         (total * scale).backward()
         return loss.detach()
 

@@ -43,11 +43,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def save_model(path: str | Path, model: GPT, **extra: Any) -> None:
-    """Weights + config (+ anything in `extra`, e.g. the tokenizer hash), enough to rebuild the model."""
-    save_checkpoint(path, {"model_config": model.config.to_dict(), "model": model.state_dict(), **extra})
-
-
 def model_from_state(state: dict[str, Any], where: str | Path, **config_overrides: Any) -> GPT:
     """Rebuild a GPT from a loaded checkpoint dict; errors name the checkpoint file."""
     try:
@@ -79,14 +74,6 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where
             parts.append(f"shape of {k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}")
         raise CgptError(f"{where}: checkpoint does not match the model ({'; '.join(parts)})")
     model.load_state_dict(weights)
-
-
-def load_model(
-    path: str | Path, map_location: str | torch.device = "cpu", **config_overrides: Any
-) -> tuple[GPT, dict[str, Any]]:
-    """(model, checkpoint dict) from a file written by `save_model` or by the training loop."""
-    state = load_checkpoint(path, map_location)
-    return model_from_state(state, path, **config_overrides), state
 
 
 # --- random number generator states: part of every training checkpoint, so a resumed run is exact ---------

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from kernels.bench.lm import NO_GPU, TIMING_KEYS, bench_lm_kernels, format_lm_rows, gate, lm_cases
+from kernels.bench.report import format_table
+from kernels.bench.lm import NO_GPU, TIMING_KEYS, bench_lm_kernels, gate, lm_cases
 from kernels.glu import swiglu
 from tests.kernels import DEVICE
 
@@ -40,7 +41,7 @@ def test_cpu_pass_checks_every_kernel_and_flags_timing() -> None:
         assert row["gate"] == "pass", row
         assert row["note"] == NO_GPU and all(row[k] is None for k in TIMING_KEYS)
     assert {r["pass"] for r in rows} == {"fwd", "fwd+bwd"}
-    assert "linear_cross_entropy" in format_lm_rows(rows)
+    assert "linear_cross_entropy" in format_table(rows, list(rows[0]))
 
 
 @pytest.mark.parametrize(

@@ -21,10 +21,14 @@ from train.data.shards import (
     open_shard,
     read_header,
     truncate_shard,
-    write_shard,
 )
 from train.data.tokenizer import Tokenizer
 from train.errors import CgptError
+
+
+def write_shard(path: Path, tokens: np.ndarray, dtype: np.dtype) -> None:
+    with ShardWriter(path, dtype) as writer:
+        writer.write(tokens)
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 

@@ -10,14 +10,20 @@ import torch
 
 from model import GPT, preset
 from train.errors import CgptError
-from train.runtime.checkpoint import load_checkpoint, load_model, save_model
+from train.runtime.checkpoint import load_checkpoint, model_from_state, save_checkpoint
 from train.runtime.files import atomic_write
+
+
+def _save(path: Path, model: GPT, **extra: object) -> None:
+    """What the training loop stores for a model: its config, its weights, and extras."""
+    save_checkpoint(path, {"model_config": model.config.to_dict(), "model": model.state_dict(), **extra})
 
 
 def test_model_round_trip_keeps_weights_config_and_extras(tmp_path: Path) -> None:
     model = GPT(preset("debug", positions="learned"), torch.Generator().manual_seed(5))
-    save_model(tmp_path / "m.pt", model, tokenizer_hash="abc")
-    loaded, state = load_model(tmp_path / "m.pt")
+    _save(tmp_path / "m.pt", model, tokenizer_hash="abc")
+    state = load_checkpoint(tmp_path / "m.pt")
+    loaded = model_from_state(state, tmp_path / "m.pt")
     assert loaded.config == model.config and state["tokenizer_hash"] == "abc"
     for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
@@ -43,9 +49,9 @@ def test_missing_foreign_and_mismatched_checkpoints(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CgptError, match="not a chinchilla-gpt checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
-    save_model(tmp_path / "m.pt", GPT(preset("debug")))
+    _save(tmp_path / "m.pt", GPT(preset("debug")))
     with pytest.raises(CgptError, match=r"m.pt: checkpoint does not match the model \(shape of"):
-        load_model(tmp_path / "m.pt", n_embd=64)
+        model_from_state(load_checkpoint(tmp_path / "m.pt"), tmp_path / "m.pt", n_embd=64)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
