@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from kernels.bench.report import format_table
 from kernels.bench.lm import NO_GPU, TIMING_KEYS, bench_lm_kernels, gate, lm_cases
+from kernels.bench.report import format_table
 from kernels.glu import swiglu
 from tests.kernels import DEVICE
 

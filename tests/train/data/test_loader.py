@@ -30,6 +30,7 @@ def write_shard(path: Path, tokens: np.ndarray, dtype: np.dtype) -> None:
     with ShardWriter(path, dtype) as writer:
         writer.write(tokens)
 
+
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
 
