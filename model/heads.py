@@ -13,15 +13,15 @@ Built in, each registered under a name:
                  (B, T, V); labels are next-token targets, -100 on the prompt and the padding.
   regress        one number per sequence, read at the last real token, trained with mean squared error.
 
-Every head is built as `Head(config, num_labels)`, so a head is named by a string alone: a registry name or
-"module.path:ClassName" for a head the user writes in their own module (`get_head`). `embed_delta` (B, T, C)
+Every head is built as `Head(config, num_labels)`, so a head is named by a string alone: a registry name, or
+"module.path:ClassName" for a head the user writes in their own module - which this package never imports
+itself: the command line does, when the user names it (`--head`), and hands the class over. `embed_delta` (B, T, C)
 is added to the embedding output, never to the weights: adversarial training (model/adversarial.py) perturbs
 the input of the blocks without moving the tied LM head. Legend: B batch, T time, C n_embd, K labels.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -110,21 +110,23 @@ def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
 
 
 def get_head(spec: str) -> type[Head]:
-    """A head class from a registry name ("classify") or a user's "module.path:ClassName"."""
-    if ":" not in spec:
-        if spec not in HEADS:
-            raise ConfigError(f"head={spec!r} is not known: expected one of {sorted(HEADS)} or module.path:ClassName")
+    """A built-in head class by its registry name ("classify"). A user's "module.path:ClassName" is not looked up
+    here: importing a module runs its code, so only the person at the command line may ask for it (`--head`,
+    train/cli/flags.py: import_head), and the class is then passed in by value."""
+    if spec in HEADS:
         return HEADS[spec]
-    module_name, _, class_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(f"head={spec!r}: cannot import module {module_name!r} ({err})") from err
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ConfigError(f"head={spec!r}: module {module_name!r} has no {class_name!r}")
+    if ":" in spec:
+        raise ConfigError(
+            f"head={spec!r} is a class from a module: it is imported only when named on the command line "
+            f"(--head {spec}) or passed as a class"
+        )
+    raise ConfigError(f"head={spec!r} is not known: expected one of {sorted(HEADS)} or module.path:ClassName")
+
+
+def check_head_class(cls: object, spec: str) -> type[Head]:
+    """`cls` if it is a usable head class (a Head subclass whose task is one of TASKS); else a ConfigError."""
     if not (isinstance(cls, type) and issubclass(cls, Head)):
-        raise ConfigError(f"head={spec!r}: {class_name} is not a subclass of model.heads.Head")
+        raise ConfigError(f"head={spec!r}: {getattr(cls, '__name__', cls)} is not a subclass of model.heads.Head")
     if cls.task not in TASKS:
         raise ConfigError(f"head={spec!r}: task={cls.task!r} is not one of {TASKS}")
     return cls

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -100,23 +101,44 @@ class Trainer:
             },
         )
 
+    def _latest_loadable(self) -> tuple[Any, dict[str, Any]] | None:
+        """(path, checkpoint) of the newest step checkpoint that loads; a damaged newer one (a truncated file, a
+        disk that filled up) is skipped with a one-line warning naming both."""
+        found = [p for _, p in reversed(self.run.step_checkpoints())]
+        for i, path in enumerate(found):
+            try:
+                return path, load_checkpoint(path, map_location="cpu")
+            except CgptError as err:
+                fallback = found[i + 1] if i + 1 < len(found) else "step 0"
+                print(f"warning: {err}; resuming from {fallback} instead", file=sys.stderr)
+        return None
+
     def resume(self) -> None:
-        path = self.run.latest_checkpoint()
-        if path is None:  # killed before its first checkpoint: start again from step 0
+        latest = self._latest_loadable()
+        if latest is None:  # killed before its first checkpoint: start again from step 0
             if self.is_main:
                 self.run.truncate_metrics(after_step=0)
             return
-        ckpt = load_checkpoint(path, map_location="cpu")
+        path, ckpt = latest
         for key, value in self.task.checkpoint_extra().items():
             if key.endswith("hash") and ckpt.get(key) != value:
                 raise CgptError(f"{path}: {key} {ckpt.get(key)!r} does not match this run's {value!r}")
+        state = LoopState(**ckpt["loop"])
+        if state.step > self.cfg.max_steps:
+            raise CgptError(f"--max-steps {self.cfg.max_steps} is below step {state.step}, where {path} stopped")
         D.load_full_states(self.model, self.optimizer, ckpt["model"], ckpt["optimizer"], self.dist)
-        self.state = LoopState(**ckpt["loop"])
+        self.state = state
         self.task.load_state_dict(ckpt["task"])
         restore_rng(ckpt["rng"])
         if self.is_main:
             self.run.truncate_metrics(after_step=self.state.step)
             print(f"resumed from {path} at step {self.state.step} ({self.state.tokens:,} tokens)")
+            saved_steps = ckpt["train_config"]["max_steps"]
+            if saved_steps != self.cfg.max_steps:
+                c = self.cfg
+                lr = lr_at(state.step, c.max_steps, c.lr, c.warmup_steps, c.min_lr_ratio, c.schedule)
+                print(f"max_steps {saved_steps} -> {c.max_steps}: the {c.schedule} schedule now spans "
+                      f"{c.max_steps} steps (lr {lr:.3g} at step {state.step})")  # fmt: skip
 
     # --- one optimizer step -------------------------------------------------------------------------------
 

@@ -21,8 +21,9 @@ from train.data.loader import RandomWindowSampler, TokenDataset, iterate_sequent
 from train.errors import CgptError
 from train.loop import Trainer
 from train.planner.plan import Plan
-from train.recipe import Task, TrainConfig
+from train.recipe import Task, TrainConfig, resumed_train_config
 from train.runtime import distributed as D
+from train.runtime.hardware import resolve_device
 from train.runtime.rundir import RunDir
 
 
@@ -130,11 +131,36 @@ def check_data(data: TokenDataset, model: GPTConfig, train: TrainConfig, world_s
     return needed
 
 
+def resumed(
+    run: RunDir,
+    data: TokenDataset,
+    model_config: GPTConfig | None,
+    train: TrainConfig | None,
+    train_changes: dict[str, Any],
+) -> tuple[dict[str, Any], GPTConfig, TrainConfig]:
+    """(saved config.json, model, training config) of the run to resume. Configs given again must equal the
+    run's (a training config may change what `resumed_train_config` allows); the data must have the run's
+    tokenizer. Checked before anything is written."""
+    saved = run.saved_config("pretrain")
+    saved_model = GPTConfig.from_dict(saved["model"])
+    if model_config is not None and model_config != saved_model:
+        diff = [k for k, v in model_config.to_dict().items() if saved["model"].get(k) != v]
+        raise CgptError(f"{run.config}: the run's model differs in {diff}; a resumed run keeps its model")
+    given = {**(dataclasses.asdict(train) if train is not None else {}), **train_changes}
+    resumed_train = resumed_train_config(TrainConfig(**saved["train"]), given)
+    if data.tokenizer.hash != saved["data"]["tokenizer_hash"]:
+        raise CgptError(
+            f"{data.directory}: tokenizer {data.tokenizer.hash}, but the run in {run.path} was trained on "
+            f"{saved['data']['dir']} with tokenizer {saved['data']['tokenizer_hash']}; resume with that data"
+        )
+    return saved, saved_model, resumed_train
+
+
 def pretrain(
     data_dir: str | Path,
     out_dir: str | Path,
-    model_config: GPTConfig,
-    train: TrainConfig,
+    model_config: GPTConfig | None = None,
+    train: TrainConfig | None = None,
     plan: Plan | None = None,
     resume: bool = False,
     force: bool = False,
@@ -142,51 +168,68 @@ def pretrain(
     progress: bool = True,
     parallel: str = "ddp",
     log: Any = print,
+    train_changes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Pretrain `model_config` on prepared data into `out_dir`; returns summary.json's contents."""
+    """Pretrain `model_config` on prepared data into `out_dir`; returns summary.json's contents.
+
+    With `resume`, the run in `out_dir` continues from its last checkpoint with its own saved configuration:
+    `model_config`, `train` (and `train_changes`, single fields) may be given again; they must equal the run's,
+    except the training fields a resumed run may change (train.recipe.CHANGEABLE_ON_RESUME: extending
+    max_steps stretches the cosine over the new horizon). Every check comes before the first write to `out_dir`."""
     run = RunDir(out_dir)
     data = TokenDataset.open(data_dir)
-    dist = D.setup(
-        torch.device(train.device if train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")).type,
-        parallel,
-    )
+    saved = None
+    if resume:
+        saved, model_config, train = resumed(run, data, model_config, train, dict(train_changes or {}))
+        allow_repeat = allow_repeat or saved.get("allow_repeat", False)
+    elif model_config is None or train is None:
+        raise ValueError("a new pretraining run needs a model config and a training config")
+    elif run.holds_run() and not force:
+        raise CgptError(f"{run.path}: already holds a run; pass --resume to continue it or --force to overwrite it")
+    device = train.device if train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dist = D.setup(resolve_device(device).type, parallel)
     world = 1 if dist is None else dist.world_size
     try:
-        if resume and run.config.exists():  # the run's own settings; only the device may change
-            saved = run.read_json(run.config)
-            model_config = GPTConfig.from_dict(saved["model"])
-            train = dataclasses.replace(TrainConfig(**saved["train"]), device=train.device)
-            allow_repeat = allow_repeat or saved.get("allow_repeat", False)
         needed = check_data(data, model_config, train, world, allow_repeat)
         task = PretrainTask(model_config, data, train, dist)
         trainer = Trainer(task, train, run, dist, progress)
         backend, reason = task.model.attention_backend(trainer.device)
-        resolved = {
-            "command": "pretrain",
-            "model": model_config.to_dict(),
-            "train": dataclasses.asdict(train),
-            "data": {
-                "dir": str(Path(data_dir).resolve()),
-                "tokenizer": data.tokenizer.name,
-                "tokenizer_hash": data.tokenizer.hash,
-                "train_tokens": len(data.train),
-                "val_tokens": len(data.val),
-            },
-            "planned_tokens": needed,
-            "allow_repeat": allow_repeat,
-            "world_size": world,
-            "attention_backend": backend,
-            "plan": None if plan is None else plan.to_dict(),
-        }
+        if saved is None:
+            config = {
+                "command": "pretrain",
+                "model": model_config.to_dict(),
+                "train": dataclasses.asdict(train),
+                "data": {
+                    "dir": str(Path(data_dir).resolve()),
+                    "tokenizer": data.tokenizer.name,
+                    "tokenizer_hash": data.tokenizer.hash,
+                    "train_tokens": len(data.train),
+                    "val_tokens": len(data.val),
+                },
+                "planned_tokens": needed,
+                "allow_repeat": allow_repeat,
+                "world_size": world,
+                "attention_backend": backend,
+                "plan": None if plan is None else plan.to_dict(),
+            }
+        else:  # the run's own record, with what a resume may change
+            config = {
+                **saved,
+                "train": dataclasses.asdict(train),
+                "planned_tokens": needed,
+                "allow_repeat": allow_repeat,
+            }
         if trainer.is_main:
-            run.prepare(resume, force)
-            run.write_json(run.config, resolved)
-            data.tokenizer.save(run.tokenizer)
-            log(json.dumps({k: resolved[k] for k in ("model", "train")}, separators=(",", ":")))
+            run.prepare(resume, force)  # takes the run's lock: a second process on this run stops here
+            run.write_json(run.config, config)
+            if saved is None:
+                data.tokenizer.save(run.tokenizer)
+            log(json.dumps({k: config[k] for k in ("model", "train")}, separators=(",", ":")))
             log(
                 f"{task.model.num_params():,} parameters; {needed:,} tokens over {train.max_steps} steps; "
                 f"attention: {backend} ({reason}); device {trainer.device}, {trainer.dtype}"
             )
         return trainer.fit(resume=resume)
     finally:
+        run.unlock()
         D.teardown(dist)

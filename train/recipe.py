@@ -5,6 +5,8 @@ Pretraining (train/pretrain.py) and fine-tuning (train/finetune/recipe.py) are T
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,12 @@ if TYPE_CHECKING:  # the command line reads TrainConfig's fields without importi
 
 SCHEDULES = ("cosine", "constant")  # train/runtime/optim.py: lr_at
 OPTIMIZERS = ("adamw", "sgd")  # train/runtime/optim.py: build_optimizer
+DTYPES = ("auto", "float32", "bfloat16")  # train/runtime/hardware.py: resolve_dtype
+# What a resumed run may change: how long it trains (the cosine then spans the new max_steps, so a run extended
+# from 30 to 40 steps continues on the 40-step schedule: Chinchilla's lesson that the cycle must match the
+# horizon), how it logs and checkpoints, and where it runs. Everything else would make it another run.
+CHANGEABLE_ON_RESUME = ("max_steps", "eval_every", "checkpoint_every", "keep_last", "log_every", "device",
+                        "compile", "peak_flops")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,27 @@ class TrainConfig:
             raise ConfigError(f"schedule={self.schedule!r}: expected one of {SCHEDULES}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype={self.dtype!r}: expected one of {DTYPES}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("weight_decay and grad_clip must be >= 0")
+
+
+def resumed_train_config(saved: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """The saved run's TrainConfig with the fields given again on resuming: a value equal to the saved one is
+    fine, a field in CHANGEABLE_ON_RESUME takes the new value, any other difference is refused, naming the
+    flag, the run's value and the new one (never silently ignored)."""
+    changes = {k: v for k, v in given.items() if getattr(saved, k) != v}
+    for name, value in changes.items():
+        if name not in CHANGEABLE_ON_RESUME:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"{flag}={value!r} differs from the run's {getattr(saved, name)!r}; a resumed run keeps its "
+                f"settings (it may change only {', '.join('--' + c.replace('_', '-') for c in CHANGEABLE_ON_RESUME)})"
+            )
+    return dataclasses.replace(saved, **changes)
 
 
 class Task:

@@ -21,7 +21,7 @@ import torch
 
 from model.config import ConfigError, GPTConfig
 from model.gpt import GPT
-from model.heads import TaskModel, get_head
+from model.heads import Head, TaskModel, check_head_class, get_head
 from train.data.tokenizer import Tokenizer
 from train.errors import CgptError
 from train.finetune.config import FinetuneConfig
@@ -76,16 +76,33 @@ def load_language_model(
     return model.to(resolve_device(device)).eval(), opened.tokenizer
 
 
-def build_task_model(backbone: GPT, ft: FinetuneConfig, num_labels: int, seed: int) -> TaskModel:
-    """The backbone with `ft`'s head. The head is initialised under its own seed, without touching the
-    global RNG; a head whose task differs from ft.task is refused."""
-    cls = get_head(ft.head_spec)
+def build_task_model(
+    backbone: GPT, ft: FinetuneConfig, num_labels: int, seed: int, head_class: type[Head] | None = None
+) -> TaskModel:
+    """The backbone with `ft`'s head: a built-in one by name, or `head_class` for a user's "module:Class" head
+    (imported by whoever trusts it, never because a file names it). The head is initialised under its own
+    seed, without touching the global RNG; a head whose task differs from ft.task is refused."""
+    cls = get_head(ft.head_spec) if head_class is None else check_head_class(head_class, ft.head_spec)
     if cls.task != ft.task:
         raise ConfigError(f"head={ft.head_spec!r} reads {cls.task!r} data, but task={ft.task!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = cls(backbone.config, num_labels)
     return TaskModel(backbone, head)
+
+
+def check_user_head(spec: str, head_class: type[Head] | None, where: str | Path) -> None:
+    """A run's "module:Class" head is used only when the user named that same head (`--head`)."""
+    if ":" not in spec:
+        return
+    if head_class is None:
+        raise CgptError(
+            f"{where}: the run's head {spec!r} is a class from a module, and nothing a run directory names is "
+            f"imported; pass --head {spec} to import it (only for code you trust)"
+        )
+    named = f"{head_class.__module__}:{head_class.__qualname__}"
+    if named != spec:
+        raise CgptError(f"{where}: the run's head is {spec!r}, but --head names {named!r}")
 
 
 @dataclass
@@ -101,15 +118,20 @@ class Finetuned:
         return self.model.backbone.config.block_size
 
 
-def load_finetuned(run_dir: str | Path, which: str = "best", device: str = "auto") -> Finetuned:
-    """The TaskModel, tokenizer and settings of a `cgpt finetune` run, from its directory alone."""
+def load_finetuned(
+    run_dir: str | Path, which: str = "best", device: str = "auto", head_class: type[Head] | None = None
+) -> Finetuned:
+    """The TaskModel, tokenizer and settings of a `cgpt finetune` run, from its directory alone. A run whose head
+    is a user's "module:Class" needs that class passed in (`head_class`, imported by the caller): a run
+    directory from a stranger must not get code imported."""
     opened = open_run(run_dir, which)
     state, path = opened.state, opened.checkpoint
     if not opened.finetuned or "finetune" not in state:
         raise CgptError(f"{path}: not a fine-tuned checkpoint (no head); pass a run made by `cgpt finetune`")
     ft = FinetuneConfig.from_dict(state["finetune"])
+    check_user_head(ft.head_spec, head_class, path)
     labels = None if state["labels"] is None else LabelSet(tuple(state["labels"]))
     backbone = GPT(GPTConfig.from_dict(state["model_config"]))
-    model = build_task_model(backbone, ft, state["num_labels"], seed=0)
+    model = build_task_model(backbone, ft, state["num_labels"], seed=0, head_class=head_class)
     load_weights(model, state["model"], path)
     return Finetuned(model.to(resolve_device(device)).eval(), opened.tokenizer, ft, labels, path)

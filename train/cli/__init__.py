@@ -71,3 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cgpt {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cgpt ... | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        return 141

@@ -25,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     flags.add_run_flags(p, "a run directory written by `cgpt finetune`")
+    flags.add_head_flag(p)
     p.add_argument("--data", required=True, help="a labelled file in the run's task format")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--attack", action="append", choices=ATTACK_KINDS, help="also score under this attack (repeatable)")
@@ -46,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from train.evaluation.evaluate import evaluate
     from train.finetune.scoring import describe
 
-    flags.cwd_importable()
     result = evaluate(
         args.run,
         args.data,
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.device,
         args.batch_size,
+        flags.user_head(args.head),
     )
     print(json.dumps(result, indent=2) if args.json else describe(result, str(args.data)))
     return 0

@@ -22,6 +22,7 @@ an evaluation (the whole --val file) and a checkpoint each epoch, 6% warmup then
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from model.config import TASKS
@@ -31,7 +32,15 @@ from train.errors import CgptError
 from train.finetune.config import DataFiles, FinetuneConfig, Source
 from train.recipe import TrainConfig
 
-_RESUME_CONFLICTS = ("from_run", "like", "task", "train", "val", "test")
+# flag -> (the argparse name, where config.json keeps it)
+_RUN_FLAGS = {
+    "--from": ("from_run", ("source", "run")),
+    "--like": ("like", ("source", "like")),
+    "--checkpoint": ("checkpoint", ("source", "checkpoint")),
+    "--train": ("train", ("data", "files", "train")),
+    "--val": ("val", ("data", "files", "val")),
+    "--test": ("test", ("data", "files", "test")),
+}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -76,26 +85,40 @@ def resolve(args: argparse.Namespace) -> tuple[Source, DataFiles, FinetuneConfig
     return source, DataFiles(args.train, args.val, args.test), ft, config_overrides(args, TrainConfig)
 
 
+def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+    """Source, data and fine-tuning flags given with --resume must be the run's own (the same command with --resume
+    appended is accepted); a differing one is refused naming it, its saved and its new value. Training flags are
+    checked by train.recipe.resumed_train_config."""
+    for flag, (name, (*keys, last)) in _RUN_FLAGS.items():
+        given, where = getattr(args, name), saved
+        for key in keys:
+            where = where[key]
+        same = given == where[last] or (flag in ("--train", "--val", "--test") and _same_file(given, where[last]))
+        if given is not None and not (flag == "--checkpoint" and given == "best") and not same:
+            raise flags.differs(flag, where[last], given)
+    for name, value in config_overrides(args, FinetuneConfig).items():
+        if saved["finetune"].get(name) != value:
+            raise flags.differs("--" + name.replace("_", "-"), saved["finetune"].get(name), value)
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and os.path.abspath(a) == os.path.abspath(b)
+
+
 def run(args: argparse.Namespace) -> int:
     from train.finetune.recipe import finetune
+    from train.runtime.rundir import RunDir
 
-    flags.cwd_importable()
-    if args.resume:
-        given = [name for name in _RESUME_CONFLICTS if getattr(args, name) is not None]
-        if given or config_overrides(args, FinetuneConfig):
-            raise CgptError(
-                "--resume continues the run in --out with its saved settings; drop --from, --task, "
-                "the data and fine-tuning flags (training flags such as --max-steps may change)"
-            )
-        summary = finetune(
-            args.out,
-            train_overrides=config_overrides(args, TrainConfig),
-            resume=True,
-            progress=not args.no_progress,
-        )
+    if args.resume:  # the same command with --resume appended: what was given again must match the run
+        saved = RunDir(args.out).saved_config("finetune")
+        check_resume_flags(args, saved)
+        head = flags.user_head(saved["finetune"]["head"] if args.head else None)
+        summary = finetune(args.out, train_overrides=config_overrides(args, TrainConfig), resume=True,
+                           progress=not args.no_progress, head_class=head)  # fmt: skip
     else:
         source, files, ft, overrides = resolve(args)
-        summary = finetune(args.out, source, files, ft, overrides, force=args.force, progress=not args.no_progress)
+        summary = finetune(args.out, source, files, ft, overrides, force=args.force, progress=not args.no_progress,
+                           head_class=flags.user_head(ft.head))  # fmt: skip
     print(summary_line(summary))
     return 0
 

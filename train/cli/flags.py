@@ -28,6 +28,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from train.errors import CgptError
 from train.planner import scaling
 
 SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -95,11 +96,25 @@ def add_device_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device, default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
 
 
+def add_head_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--head",
+        metavar="MODULE:CLASS",
+        help="the run's own head class, when it is a user's module:Class (imported only because you name it here)",
+    )
+
+
 def add_run_flags(parser: argparse.ArgumentParser, what: str) -> None:
     """--run DIR (required), --checkpoint best | last | PATH, --device: how every command opens a run."""
     parser.add_argument("--run", required=True, metavar="DIR", help=what)
     parser.add_argument("--checkpoint", default="best", help="best | last | a checkpoint path (default best)")
     add_device_flag(parser)
+
+
+def differs(flag: str, saved: Any, new: Any) -> Exception:
+    """The error for a flag given with --resume whose value is not the run's (returned, to be raised)."""
+    return CgptError(f"{flag}={new!r} differs from the run's {saved!r}; a resumed run keeps its settings "
+                     "(drop the flag, or start a new run)")  # fmt: skip
 
 
 def add_law_flags(p: argparse.ArgumentParser) -> None:
@@ -118,9 +133,35 @@ def add_law_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cwd_importable() -> None:
-    """Put the working directory on sys.path, so `--head mymodule:MyHead` finds the user's own module: the
-    `cgpt` console script, unlike `python -m`, does not have it there. Only the CLIs call this."""
+def import_head(spec: str) -> type[Any]:
+    """The head class `module.path:ClassName` the user named on the command line (`--head`). Only here, for a
+    name typed by the user, is the working directory put on the import path and the module imported (the
+    `cgpt` console script, unlike `python -m`, does not have the working directory there)."""
+    import importlib
+
+    from model.config import ConfigError
+    from model.heads import check_head_class
+
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise ConfigError(f"--head={spec!r}: expected a built-in head name or module.path:ClassName")
+    _cwd_importable()
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"--head={spec!r}: cannot import module {module_name!r} ({err})") from None
+    if not hasattr(module, class_name):
+        raise ConfigError(f"--head={spec!r}: module {module_name!r} has no {class_name!r}")
+    return check_head_class(getattr(module, class_name), spec)
+
+
+def user_head(spec: str | None) -> type[Any] | None:
+    """`import_head(spec)` for a "module:Class" spec; None for a built-in head name (or no --head)."""
+    return import_head(spec) if spec and ":" in spec else None
+
+
+def _cwd_importable() -> None:
+    """Put the working directory on sys.path, so `--head mymodule:MyHead` finds the user's own module."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
 

@@ -28,6 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     flags.add_run_flags(p, "a run directory written by `cgpt finetune`")
+    flags.add_head_flag(p)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="one text (a sentence, or a prompt for generate)")
     source.add_argument("--input", help="a file: one text per line, or .tsv/.csv/.jsonl in the task's format")
@@ -42,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from train.evaluation.predict import examples_from_texts, predict, read_inputs
     from train.runs import load_finetuned
 
-    flags.cwd_importable()
-    fin = load_finetuned(args.run, args.checkpoint, args.device)
+    fin = load_finetuned(args.run, args.checkpoint, args.device, flags.user_head(args.head))
     texts = examples_from_texts(fin.ft.task, [args.text], "--text") if args.text is not None else None
     examples = texts if texts is not None else read_inputs(fin, args.input)
     lines, cut = predict(fin, examples, args.strict, args.max_new_tokens, args.temperature, args.seed)

@@ -45,6 +45,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR")
     parser.add_argument("--val-fraction", type=flags.finite_float, default=0.1, metavar="F")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary")
+    parser.add_argument("--force", action="store_true", help="replace what --out already holds")
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -80,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
         max_files=args.max_files,
         tokenizer_sample_mb=args.tokenizer_sample_mb,
         progress=not args.json and sys.stderr.isatty(),
+        force=args.force,
     )
 
 

@@ -8,7 +8,6 @@ Where the model and schedule come from, lowest priority first:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from typing import Any
 
@@ -77,6 +76,31 @@ def resolve(args: argparse.Namespace, vocab_size: int) -> tuple[GPTConfig, Train
     return model, TrainConfig(**train_over), None
 
 
+def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+    """Model and budget flags given with --resume must describe the saved run: equal values are accepted (the
+    same command with --resume appended), a differing one is refused naming it, its saved and its new value.
+    Training flags are checked by train.recipe.resumed_train_config."""
+    for name, value in config_overrides(args, GPTConfig).items():
+        if saved["model"].get(name) != value:
+            raise flags.differs("--" + name.replace("_", "-"), saved["model"].get(name), value)
+    plan = saved.get("plan") or {}
+    if args.plan and Plan.from_json(args.plan).to_dict() != plan:
+        raise CgptError(f"--plan={args.plan!r} is not the plan the run in {args.out} was made with")
+    for budget in ("flops", "minutes"):
+        value = getattr(args, budget)
+        if value is not None and (plan.get("budget"), plan.get("budget_value")) != (budget, value):
+            raise flags.differs(f"--{budget}", f"{plan.get('budget')} {plan.get('budget_value')}", value)
+    for name in ("constants", "allocation") if args.flops or args.minutes else ():  # they split a budget
+        if plan.get(name) != getattr(args, name):
+            raise flags.differs(f"--{name}", plan.get(name), getattr(args, name))
+    if args.preset:
+        wanted = preset(args.preset).replace(
+            vocab_size=saved["model"]["vocab_size"], **config_overrides(args, GPTConfig)
+        )
+        if wanted.to_dict() != saved["model"]:
+            raise CgptError(f"--preset {args.preset} does not describe the run in {args.out}")
+
+
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
 
@@ -90,28 +114,18 @@ def run(args: argparse.Namespace) -> int:
     from train.pretrain import pretrain
     from train.runtime.rundir import RunDir
 
-    if args.resume and (config_overrides(args, GPTConfig) or args.plan or args.flops or args.minutes or args.preset):
-        raise CgptError(
-            "--resume continues the run in --out with its saved configuration; drop the model, budget and plan flags"
-        )
-    if not args.resume and not args.force and RunDir(args.out).holds_run():
-        raise CgptError(f"{args.out}: already holds a run; pass --resume to continue it or --force to overwrite it")
-    data = TokenDataset.open(args.data)
-    model, train, plan = resolve(args, data.tokenizer.vocab_size)
-    if args.resume:
-        train = dataclasses.replace(train, **config_overrides(args, TrainConfig))
-    summary = pretrain(
-        args.data,
-        args.out,
-        model,
-        train,
-        plan,
-        resume=args.resume,
-        force=args.force,
-        allow_repeat=args.allow_repeat,
-        progress=not args.no_progress,
-        parallel=args.parallel,
-    )
+    options = dict(force=args.force, allow_repeat=args.allow_repeat, progress=not args.no_progress,
+                   parallel=args.parallel)  # fmt: skip
+    if args.resume:  # the same command with --resume appended: what was given again must match the run
+        check_resume_flags(args, RunDir(args.out).saved_config("pretrain"))
+        summary = pretrain(args.data, args.out, resume=True, train_changes=config_overrides(args, TrainConfig),
+                           **options)  # fmt: skip
+    else:
+        if not args.force and RunDir(args.out).holds_run():
+            raise CgptError(f"{args.out}: already holds a run; pass --resume to continue it or --force to overwrite it")
+        data = TokenDataset.open(args.data)
+        model, train, plan = resolve(args, data.tokenizer.vocab_size)
+        summary = pretrain(args.data, args.out, model, train, plan, **options)
     if _rank() == 0:
         print(_summary_line(summary))
     return 0

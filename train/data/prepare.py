@@ -15,9 +15,14 @@ position instead, the first 90% of its tokens for training and the rest for vali
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import math
+import os
+import secrets
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -29,7 +34,7 @@ from tqdm import tqdm
 from train.data.corpus import CorpusStats, Piece, ReadOptions, read_corpus, resolve_inputs
 from train.data.pool import ordered_map
 from train.data.shards import META_FILE, TRAIN_FILE, VAL_FILE, ShardWriter, dtype_for_vocab, open_shard, truncate_shard
-from train.data.tokenizer import Tokenizer, char_tokenizer, load_tokenizer, train_tokenizer
+from train.data.tokenizer import Tokenizer, UnknownCharacter, char_tokenizer, load_tokenizer, train_tokenizer
 from train.errors import CgptError
 
 FORMAT = "cgpt-tokens"
@@ -49,6 +54,7 @@ class PrepareConfig:
     tokenizer_sample_mb: float = 100.0  # train:VOCAB learns from the first this many million characters
     chunk_chars: int = 1 << 20  # text per work item: bounds memory per worker
     progress: bool = False
+    force: bool = False  # replace an --out folder that already holds prepared data (or anything else)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -85,18 +91,70 @@ def prepare(
 
 
 def run_prepare(config: PrepareConfig) -> dict:
+    """Prepare into a temporary sibling of `config.out_dir`, renamed into place only when complete: a failed or
+    killed prepare leaves the folder as it was (and an existing one is replaced only with `force`)."""
+    final = Path(config.out_dir)
+    if final.exists() and not final.is_dir():
+        raise CgptError(f"{final}: exists and is not a directory")
+    if final.is_dir() and any(final.iterdir()) and not config.force:
+        held = "prepared data" if (final / META_FILE).exists() else "files"
+        raise CgptError(f"{final}: already holds {held}; pass --force to replace it, or choose another --out")
     files = resolve_inputs(config.inputs, config.cache_dir, config.max_files)
+    created = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a killed prepare
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = final.parent / f".{final.name}.{secrets.token_hex(4)}.tmp"
+    staging.mkdir()  # (not tempfile.mkdtemp: its mode 0o700 would end up on the prepared folder)
+    try:
+        result = _prepare_into(dataclasses.replace(config, out_dir=str(staging)), files)
+        _swap_into_place(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return result
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Rename the finished folder over `final`; an old one is moved aside first and removed last."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.{os.getpid()}.old.tmp")
+        os.rename(final, old)
+    os.rename(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _prepare_into(config: PrepareConfig, files: list[Path]) -> dict:
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / META_FILE).unlink(missing_ok=True)  # no meta.json until the shards are complete
     options = ReadOptions(config.strict, config.jsonl_field, config.chunk_chars)
     tokenizer = build_tokenizer(config, files, options)
     tokenizer.save(out)
     stats = CorpusStats()
-    counts = encode_corpus(config, files, options, stats, tokenizer)
+    try:
+        counts = encode_corpus(config, files, options, stats, tokenizer)
+    except UnknownCharacter as err:  # name the file and line, and the tokenizer
+        where = _first_line_with(files, err.char)
+        raise CgptError(f"{where}: character {err.char!r} is not in {tokenizer.origin}'s {err.n_chars} characters "
+                        f"(a char tokenizer knows only the characters it was built from)") from None  # fmt: skip
     meta = make_meta(config, tokenizer, stats, counts)
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return summary(meta)
+
+
+def _first_line_with(files: list[Path], char: str) -> str:
+    """ "file:line" of the first line holding `char` (an error path: a second pass over the files is fine)."""
+    for path in files:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                for n, line in enumerate(f, start=1):
+                    if char in line:
+                        return f"{path}:{n}"
+    return "the corpus"
 
 
 def summary(meta: dict) -> dict:
@@ -279,5 +337,5 @@ def make_meta(config: PrepareConfig, tokenizer: Tokenizer, stats: CorpusStats, c
         "invalid_utf8": {"replaced": sum(stats.invalid_utf8.values()), "files": stats.invalid_utf8},
         "gutenberg_stripped": stats.gutenberg_stripped,
         "blank_documents_skipped": stats.blank_documents,
-        "config": {k: v for k, v in asdict(config).items() if k not in ("progress", "out_dir", "workers")},
+        "config": {k: v for k, v in asdict(config).items() if k not in ("progress", "out_dir", "workers", "force")},
     }

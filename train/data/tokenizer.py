@@ -44,6 +44,17 @@ NAMED_ENCODINGS: dict[str, str] = {
 }
 
 
+class UnknownCharacter(CgptError):
+    """Text holds a character a char tokenizer does not have; callers add the file:line and the tokenizer."""
+
+    def __init__(self, char: str, n_chars: int) -> None:
+        self.char, self.n_chars = char, n_chars
+        super().__init__(f"character {char!r} is not in the char tokenizer's {n_chars} characters")
+
+    def __reduce__(self) -> tuple:  # raised in prepare's worker processes: it must survive pickling
+        return UnknownCharacter, (self.char, self.n_chars)
+
+
 class CharEncoding:
     """A tiktoken-shaped character-level encoding: one id per character of a fixed alphabet, then specials."""
 
@@ -66,7 +77,7 @@ class CharEncoding:
         unknown = self._codepoints[ids] != points if len(self.chars) else np.ones(len(points), dtype=bool)
         if unknown.any():
             char = chr(points[np.argmax(unknown)])
-            raise CgptError(f"character {char!r} is not in the char tokenizer's {len(self.chars)} characters")
+            raise UnknownCharacter(char, len(self.chars))
         return ids.astype(np.int64)
 
     def encode_ordinary_batch(self, texts: Sequence[str]) -> list[list[int]]:
@@ -101,6 +112,7 @@ class Tokenizer:
         else:
             self.encoding = CharEncoding(chars, self.special_tokens)
         self.vocab_size: int = self.encoding.n_vocab
+        self.origin = name  # where it was loaded from, for messages (not part of the definition or its hash)
         self.eot_id: int = self.special_tokens[EOT]
         self.pad_id: int = self.special_tokens[pad]
 
@@ -156,7 +168,9 @@ class Tokenizer:
         path = Path(directory) / JSON_FILE
         if not path.is_file():
             raise CgptError(f"{path}: not found; expected the tokenizer files that `cgpt prepare` writes")
-        return _from_json(path)
+        tokenizer = _from_json(path)
+        tokenizer.origin = str(directory)
+        return tokenizer
 
 
 def dump_ranks(ranks: dict[bytes, int]) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from model.heads import Head
 from train.errors import CgptError
 from train.evaluation.attacks import ATTACK_KINDS, with_typos
 from train.finetune.config import EVAL_BATCH_SIZE
@@ -32,12 +33,13 @@ def evaluate(
     checkpoint: str = "best",
     device: str = "auto",
     batch_size: int = EVAL_BATCH_SIZE,
+    head_class: type[Head] | None = None,
 ) -> dict[str, Any]:
     """The metrics of a fine-tuned run on a labelled file, plus {"attacked": {kind: metrics}} if asked."""
     bad = [a for a in attacks if a not in ATTACK_KINDS]
     if bad:
         raise CgptError(f"attack={bad[0]!r}: expected one of {ATTACK_KINDS}")
-    fin = load_finetuned(run_dir, checkpoint, device)
+    fin = load_finetuned(run_dir, checkpoint, device, head_class)
     dev = next(fin.model.parameters()).device
     examples = read_examples(fin.ft, data)
     split = encode(fin.ft, data, examples, fin.tokenizer, fin.labels, fin.block_size)

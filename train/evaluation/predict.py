@@ -14,14 +14,12 @@ Generation is greedy unless --temperature is above 0, and stops at end-of-text o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from train.errors import CgptError
 from train.finetune.config import EVAL_BATCH_SIZE
 from train.finetune.encode import batches, encode_classification, encode_prompt, encode_tagging, word_predictions
-from train.finetune.readers import Example, GenerationExample, TaggedExample, TextExample
+from train.finetune.readers import Example, GenerationExample, TaggedExample, TextExample, read_lines
 from train.finetune.splits import read_examples
 from train.runs import Finetuned
 
@@ -107,8 +105,4 @@ def read_inputs(fin: Finetuned, path: str) -> list[Example]:
     """Unlabelled examples from a file: one text per line, or a .tsv/.csv/.jsonl/.conll in the task's format."""
     if path.endswith((".tsv", ".csv", ".jsonl", ".json", ".conll")):
         return read_examples(fin.ft, path, with_labels=False)
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (FileNotFoundError, UnicodeDecodeError) as err:
-        raise CgptError(f"{path}: cannot read ({err})") from None
-    return examples_from_texts(fin.ft.task, lines, path)
+    return examples_from_texts(fin.ft.task, read_lines(path), path)

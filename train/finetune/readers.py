@@ -49,11 +49,16 @@ Example = TextExample | TaggedExample | GenerationExample
 # --- reading files ------------------------------------------------------------------------------------------
 
 
-def _lines(path: str | Path) -> list[str]:
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file; one-line errors for a missing file, a directory, bad UTF-8, no text."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise CgptError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CgptError(f"{path}: is a directory; expected a file") from None
+    except PermissionError:
+        raise CgptError(f"{path}: permission denied") from None
     except UnicodeDecodeError as err:
         raise CgptError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     if not any(line.strip() for line in lines):
@@ -63,7 +68,7 @@ def _lines(path: str | Path) -> list[str]:
 
 def _jsonl(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
     """Each non-blank line as a JSON object, with its "file:line"."""
-    for n, line in enumerate(_lines(path), start=1):
+    for n, line in enumerate(read_lines(path), start=1):
         if line.strip():
             try:
                 record = json.loads(line)
@@ -87,7 +92,7 @@ def _field(record: dict[str, Any], name: str, kind: type | tuple[type, ...], whe
 
 def _rows(path: str | Path) -> Iterator[tuple[list[str], int]]:
     """TSV split on every tab (no quoting: SST-2 text holds bare quotes) or CSV as the csv module reads it."""
-    lines = _lines(path)
+    lines = read_lines(path)
     if str(path).endswith(".csv"):
         reader = csv.reader(lines)
         for row in reader:
@@ -155,6 +160,12 @@ def read_tagging(path: str | Path, with_tags: bool = True) -> list[TaggedExample
             tags = _field(record, "tags", list, where) if with_tags else None
             examples.append(_tagged(words, tags, where))
         return examples
+    first = next(line for line in read_lines(path) if line.strip())
+    if str(path).endswith((".tsv", ".csv")) or "\t" in first:
+        raise CgptError(
+            f"{path}: this looks like a classification file (tab- or comma-separated, header {first[:40]!r}), "
+            "not CoNLL columns; use --task classify"
+        )
     examples = list(_conll_sentences(path, with_tags))
     if not examples:
         raise CgptError(f"{path}: no sentences (only -DOCSTART- and blank lines)")
@@ -163,7 +174,7 @@ def read_tagging(path: str | Path, with_tags: bool = True) -> list[TaggedExample
 
 def _conll_sentences(path: str | Path, with_tags: bool) -> Iterator[TaggedExample]:
     width, first_line, words, tags, start = 0, 0, [], [], 0
-    for n, line in enumerate([*_lines(path), ""], start=1):
+    for n, line in enumerate([*read_lines(path), ""], start=1):
         cols = line.split()
         if cols and cols[0] != "-DOCSTART-":
             if width == 0:

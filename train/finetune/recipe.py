@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from torch import nn
 
 from model import GPT, GPTConfig, flops_per_token
 from model.adversarial import adversarial_loss
-from model.heads import Batch
+from model.heads import Batch, Head
 from train.data.tokenizer import Tokenizer
 from train.errors import CgptError
 from train.finetune.config import (
@@ -49,8 +50,8 @@ from train.finetune.metrics import confusion_matrix, plot_confusion_matrix, save
 from train.finetune.scoring import describe, scalars, score
 from train.finetune.splits import FinetuneData, read_data
 from train.loop import Trainer
-from train.recipe import Task, TrainConfig
-from train.runs import build_task_model, open_run
+from train.recipe import Task, TrainConfig, resumed_train_config
+from train.runs import build_task_model, check_user_head, open_run
 from train.runtime.checkpoint import model_from_state
 from train.runtime.distributed import launched_by_torchrun
 from train.runtime.hardware import autocast
@@ -84,7 +85,13 @@ class FinetuneTask(Task):
     """A TaskModel trained on shuffled batches of the training split, scored on the validation split."""
 
     def __init__(
-        self, backbone: GPT, tokenizer: Tokenizer, ft: FinetuneConfig, data: FinetuneData, train: TrainConfig
+        self,
+        backbone: GPT,
+        tokenizer: Tokenizer,
+        ft: FinetuneConfig,
+        data: FinetuneData,
+        train: TrainConfig,
+        head_class: type[Head] | None = None,
     ) -> None:
         self.ft, self.data, self.train, self.tokenizer = ft, data, train, tokenizer
         self.metric, self.metric_mode = ft.metric_name, METRIC_MODES[ft.metric_name]
@@ -92,7 +99,7 @@ class FinetuneTask(Task):
             self.num_labels = len(data.labels)
         else:  # the regression head has one output; the generation head reads the vocabulary
             self.num_labels = 1 if ft.task == "regress" else backbone.config.vocab_size
-        self.model = build_task_model(backbone, ft, self.num_labels, train.seed)
+        self.model = build_task_model(backbone, ft, self.num_labels, train.seed, head_class)
         self.frozen = freeze(self.model, ft.freeze, backbone.config.n_layer)
         self.batches = ExampleBatches(data.train.encoded, train.batch_size, train.seed, tokenizer.pad_id)
 
@@ -155,14 +162,23 @@ class FinetuneTask(Task):
 # --- the run ------------------------------------------------------------------------------------------------
 
 
-def _saved(run: RunDir) -> dict[str, Any]:
-    """The config.json of a fine-tuning run, to resume it."""
-    if not run.config.exists():
-        raise CgptError(f"{run.config}: not found; there is no fine-tuning run to resume in {run.path}")
-    saved = run.read_json(run.config)
-    if saved.get("command") != "finetune":
-        raise CgptError(f"{run.config}: not a fine-tuning run (command {saved.get('command')!r})")
-    return saved
+def _resumed(
+    run: RunDir, source: Source | None, files: DataFiles | None, ft: FinetuneConfig | None
+) -> tuple[dict[str, Any], Source, DataFiles, FinetuneConfig]:
+    """The saved run's settings; any given again must be the run's own (a differing one is refused, naming it)."""
+    saved = run.saved_config("finetune")
+    own = Source(**saved["source"]), DataFiles(**saved["data"]["files"]), FinetuneConfig.from_dict(saved["finetune"])
+    for given, theirs in zip((source, files, ft), own, strict=True):
+        if given is not None and _absolute(given) != _absolute(theirs):
+            raise CgptError(f"{run.config}: the run was made with {theirs}, not {given}; a resumed run keeps them")
+    return saved, *own
+
+
+def _absolute(x: Any) -> Any:
+    """DataFiles with absolute paths (a run resumed from another directory must find its files); else x."""
+    if not isinstance(x, DataFiles):
+        return x
+    return DataFiles(*(None if p is None else os.path.abspath(p) for p in dataclasses.astuple(x)))
 
 
 def _resolved(source: Source, origin: str, files: DataFiles, task: FinetuneTask, backend: str) -> dict[str, Any]:
@@ -234,46 +250,52 @@ def finetune(
     force: bool = False,
     progress: bool = True,
     log: Any = print,
+    head_class: type[Head] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune into `out_dir`; returns summary.json's contents.
 
     `train_overrides` are TrainConfig fields that replace the fine-tuning defaults (finetune_train_config).
-    With `resume`, source, files and ft come from the run's config.json, and the overrides apply to its saved
-    TrainConfig; the weights come from the last checkpoint."""
+    With `resume`, source, files and ft come from the run's config.json (given again, they must be the run's),
+    and the overrides apply to its saved TrainConfig as train.recipe.resumed_train_config allows; the weights
+    come from the last checkpoint. `head_class` is the class of a user's "module:Class" head (ft.head), imported
+    by the caller."""
     run, overrides = RunDir(out_dir), dict(train_overrides or {})
     if launched_by_torchrun():
         raise CgptError("fine-tuning runs in one process; start it without torchrun")
     if run.holds_run() and not (resume or force):
         raise CgptError(f"{run.path}: already holds a run; pass --resume to continue it or --force to overwrite it")
-    saved = _saved(run) if resume else None
-    if saved is not None:
-        source, files = Source(**saved["source"]), DataFiles(**saved["data"]["files"])
-        ft, origin = FinetuneConfig.from_dict(saved["finetune"]), saved["origin"]
+    saved = None
+    if resume:
+        saved, source, files, ft = _resumed(run, source, files, ft)
+        origin = saved["origin"]
         backbone, tokenizer = GPT(GPTConfig.from_dict(saved["model"])), Tokenizer.load(run.tokenizer)
     elif source is None or files is None or ft is None:
         raise ValueError("a new fine-tuning run needs a source, data files and a FinetuneConfig")
     else:
+        files = _absolute(files)
         backbone, tokenizer, origin = load_source(source, ft, overrides.get("seed", TrainConfig.seed))
     data = read_data(ft, files, tokenizer, backbone.config.block_size)
     if saved is not None:
-        train = dataclasses.replace(TrainConfig(**saved["train"]), **overrides)
+        train = resumed_train_config(TrainConfig(**saved["train"]), overrides)
     else:
         train = finetune_train_config(len(data.train.encoded), ft, **overrides)
-    task = FinetuneTask(backbone, tokenizer, ft, data, train)
+    check_user_head(ft.head_spec, head_class, run.path)
+    task = FinetuneTask(backbone, tokenizer, ft, data, train, head_class)
     trainer = Trainer(task, train, run, None, progress)
     backend, _ = backbone.attention_backend(trainer.device)
-    run.prepare(resume, force)
-    if force and not resume:  # what prepare does not know to clear: the last run's reports
-        for stale in [
-            run.path / "labels.json",
-            *run.path.glob("report_*.json"),
-            *run.path.glob("confusion_*.png"),
-        ]:
-            stale.unlink(missing_ok=True)
-    if saved is None:
-        run.write_json(run.config, _resolved(source, origin, files, task, backend))
-        tokenizer.save(run.tokenizer)
-        if data.labels is not None:
-            data.labels.save(run.path / "labels.json")
-    _announce(task, trainer, origin, backend, log)
-    return final_report(run, trainer, task, trainer.fit(resume=resume), log)
+    run.prepare(resume, force)  # takes the run's lock: a second process on this run stops here
+    try:
+        if force and not resume:  # what prepare does not know to clear: the last run's reports
+            for stale in [run.path / "labels.json", *run.path.glob("report_*.json"), *run.path.glob("confusion_*.png")]:
+                stale.unlink(missing_ok=True)
+        if saved is None:
+            run.write_json(run.config, _resolved(source, origin, files, task, backend))
+            tokenizer.save(run.tokenizer)
+            if data.labels is not None:
+                data.labels.save(run.path / "labels.json")
+        else:  # the run's own record, with what a resume may change
+            run.write_json(run.config, {**saved, "train": dataclasses.asdict(train)})
+        _announce(task, trainer, origin, backend, log)
+        return final_report(run, trainer, task, trainer.fit(resume=resume), log)
+    finally:
+        run.unlock()

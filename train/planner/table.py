@@ -49,6 +49,12 @@ def _notes(plan: Plan) -> list[str]:
             f"the budget wants N = {_si(plan.target_params)}, but the smallest model with a "
             f"{plan.vocab_size}-token vocabulary has {_si(plan.params)}: try a smaller --vocab-size"
         )
+    if plan.params < plan.target_params / 1.2:
+        notes.append(
+            f"the budget wants N = {_si(plan.target_params)}, more than the largest shape the planner builds "
+            f"({plan.n_layer} layers x {plan.n_embd}, {_si(plan.params)}): this plan uses that shape and puts the "
+            "rest of the budget into tokens"
+        )
     if embeddings > plan.params / 2:
         notes.append(f"embeddings are {embeddings / plan.params:.0%} of N: a small model wants a small vocabulary")
     if not (FIT_PARAMS[0] <= plan.params <= FIT_PARAMS[1] and FIT_TOKENS[0] <= plan.tokens <= FIT_TOKENS[1]):

@@ -8,6 +8,9 @@ target, so a crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CgptError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated file, foreign pickle, ...
-        raise CgptError(f"{path}: not a loadable checkpoint ({type(err).__name__}: {err})") from None
+        with warnings.catch_warnings():  # torch warns (in 3 lines) about foreign pickles it is about to refuse
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused an object: say so in one line
+        found = re.search(r"GLOBAL (\S+)|Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" ({found.group(1) or found.group(2)})" if found else ""
+        raise CgptError(
+            f"{path}: refused: the file holds a pickled object{what}, which could run code; chinchilla-gpt "
+            "loads only tensors and plain data (weights_only=True)"
+        ) from None
+    except Exception as err:  # truncated or corrupt file, not a torch file, ...
+        first = re.split(r"(?<=\.)\s", str(err).strip(), maxsplit=1)[0]  # the first sentence, one line
+        raise CgptError(f"{path}: not a loadable checkpoint, truncated or corrupt ({first[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CgptError(f"{path}: not a chinchilla-gpt checkpoint (expected format {FORMAT!r})")
     if state.get("version") != VERSION:

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 
 from train.errors import CgptError
+from train.recipe import DTYPES
 
 # Dense (not sparse) bf16 peak FLOP/s. Order matters: the first substring found in the device name wins.
 PEAK_BF16_FLOPS: list[tuple[str, float]] = [
@@ -27,8 +28,6 @@ PEAK_BF16_FLOPS: list[tuple[str, float]] = [
     ("RTX 3090", 71e12),
     ("V100", 125e12),  # fp16 tensor cores; V100 has no bf16
 ]
-
-DTYPES = ("auto", "float32", "bfloat16")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,7 +52,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     if name not in DTYPES:
-        raise CgptError(f"--dtype={name!r} is not allowed: expected one of {DTYPES}")
+        raise CgptError(f"--dtype={name!r} is not allowed: expected one of {DTYPES}")  # TrainConfig checks first
     return getattr(torch, name)
 
 

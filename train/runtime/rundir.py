@@ -6,13 +6,20 @@ RUN/summary.json        the final figures
 RUN/checkpoints/        step-00000500.pt ... (the last K) and best.pt
 RUN/tokenizer/          the tokenizer files, so the run can be sampled and fine-tuned on its own
 RUN/loss.png            the loss curves (when matplotlib is installed)
+RUN/.lock               held (flock) by the process training the run: a second one is refused
+
+Faults a killed run can leave are repaired on the next start: temporary files of an interrupted atomic write
+(`.NAME.*.tmp`) are removed, and a torn last line of metrics.jsonl is dropped with a warning.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,8 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.tokenizer = self.path / "tokenizer"
         self.plot = self.path / "loss.png"
+        self.lock_file = self.path / ".lock"
+        self._lock_fd: int | None = None
 
     def holds_run(self) -> bool:
         return self.config.exists() or self.latest_checkpoint() is not None
@@ -43,11 +52,36 @@ class RunDir:
             raise CgptError(
                 f"{self.path}: already holds a run; pass --resume to continue it or --force to overwrite it"
             )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
         if force and not resume:
             for p in (self.metrics, self.summary, self.plot, self.config):
                 p.unlink(missing_ok=True)
             shutil.rmtree(self.checkpoints, ignore_errors=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        for tmp in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:  # a write killed half-way
+            tmp.unlink(missing_ok=True)
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the run for the life of this process (released when it exits, however it
+        exits); a second process training the same run is refused, naming the holder."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise CgptError(f"{self.path}: in use by pid {holder} (another process is training this run)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
@@ -59,6 +93,15 @@ class RunDir:
             raise CgptError(f"{path}: not found (is {self.path} a run directory?)") from None
         except json.JSONDecodeError as err:
             raise CgptError(f"{path}: not valid JSON ({err})") from None
+
+    def saved_config(self, command: str) -> dict[str, Any]:
+        """The config.json of the run to resume here: a one-line error when there is none, or another kind."""
+        if not self.config.is_file():
+            raise CgptError(f"no run to resume in {self.path} (no config.json); start one without --resume")
+        saved = self.read_json(self.config)
+        if saved.get("command") != command:
+            raise CgptError(f"{self.config}: not a {command} run (command {saved.get('command')!r})")
+        return saved
 
     # --- checkpoints -----------------------------------------------------------------------------------
 
@@ -99,9 +142,22 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl. A torn last line (a kill during an append) is dropped with a warning;
+        a bad line anywhere else is an error naming it."""
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        lines = [(n, line) for n, line in enumerate(self.metrics.read_text().splitlines(), 1) if line.strip()]
+        records = []
+        for i, (n, line) in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if i < len(lines) - 1:
+                    raise CgptError(f"{self.metrics}:{n}: not a JSON record ({err})") from None
+                print(
+                    f"warning: {self.metrics}:{n}: dropped a torn last line (a run killed mid-write)", file=sys.stderr
+                )
+        return records
 
     def truncate_metrics(self, after_step: int) -> None:
         """On resume: drop records a killed run wrote after its last checkpoint (they will be redone)."""

@@ -118,8 +118,8 @@ def test_bad_flags_name_the_flag(
     assert "missing --train, --val" in _fails(
         capsys, ["finetune", "--from", str(pretrained), "--task", "classify", "--out", str(out)]
     )
-    assert "no fine-tuning run to resume" in _fails(capsys, ["finetune", "--out", str(out), "--resume"])
-    assert "drop --from" in _fails(capsys, ["finetune", "--out", str(out), "--resume", "--task", "tag"])
+    assert "no run to resume in" in _fails(capsys, ["finetune", "--out", str(out), "--resume"])
+    assert "no run to resume in" in _fails(capsys, ["finetune", "--out", str(out), "--resume", "--task", "tag"])
     assert not out.exists()
 
 

@@ -296,7 +296,10 @@ def test_a_users_head_from_the_working_directory(
     )
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["head"] == "my_heads:MaxMeanHead"
     sys.modules.pop("my_heads")  # evaluate and predict import it again, as a fresh process would
-    assert main(["predict", "--run", "run", "--text", "great acting"]) == 0
+    assert main(["predict", "--run", "run", "--text", "great acting"]) == 1  # not because the run names it
+    assert "pass --head my_heads:MaxMeanHead to import it" in capsys.readouterr().err
+    assert "my_heads" not in sys.modules
+    assert main(["predict", "--run", "run", "--text", "great acting", "--head", "my_heads:MaxMeanHead"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].endswith("\tgreat acting")
     assert (
         main(

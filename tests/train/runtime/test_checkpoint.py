@@ -39,8 +39,9 @@ def test_pickled_code_is_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"format": "chinchilla-gpt/checkpoint", "x": Evil()}))
-    with pytest.raises(CgptError, match="evil.pt: not a loadable checkpoint"):
+    with pytest.raises(CgptError, match="evil.pt: refused: the file holds a pickled object") as info:
         load_checkpoint(path)
+    assert "\n" not in str(info.value) and "weights_only=True" in str(info.value)
 
 
 def test_missing_foreign_and_mismatched_checkpoints(tmp_path: Path) -> None:
