@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from train.cli import flags
+from train.errors import CgptError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from train.sample import stream_text
 
     model, tokenizer = load_language_model(args.run, args.checkpoint, args.device)
+    try:
+        tokenizer.encode(args.prompt)  # before anything is printed
+    except CgptError as err:
+        raise CgptError(f"--prompt: {err}") from None
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(args.seed)
     for i in range(args.num_samples):

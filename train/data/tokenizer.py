@@ -47,12 +47,12 @@ NAMED_ENCODINGS: dict[str, str] = {
 class UnknownCharacter(CgptError):
     """Text holds a character a char tokenizer does not have; callers add the file:line and the tokenizer."""
 
-    def __init__(self, char: str, n_chars: int) -> None:
-        self.char, self.n_chars = char, n_chars
-        super().__init__(f"character {char!r} is not in the char tokenizer's {n_chars} characters")
+    def __init__(self, char: str, n_chars: int, origin: str = "the char tokenizer") -> None:
+        self.char, self.n_chars, self.origin = char, n_chars, origin
+        super().__init__(f"character {char!r} is not in {origin}'s {n_chars} characters")
 
     def __reduce__(self) -> tuple:  # raised in prepare's worker processes: it must survive pickling
-        return UnknownCharacter, (self.char, self.n_chars)
+        return UnknownCharacter, (self.char, self.n_chars, self.origin)
 
 
 class CharEncoding:
@@ -121,7 +121,10 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ordinary text: an `<|endoftext|>` in the text is text, never the special token."""
-        return self.encoding.encode_ordinary(text)
+        try:
+            return self.encoding.encode_ordinary(text)
+        except UnknownCharacter as err:  # name this tokenizer; callers add the file:line or the flag
+            raise UnknownCharacter(err.char, err.n_chars, f"the char tokenizer of {self.origin}") from None
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self.encoding.encode_ordinary_batch(list(texts))
