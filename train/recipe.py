@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the command line reads TrainConfig's fields without importi
 SCHEDULES = ("cosine", "constant")  # train/runtime/optim.py: lr_at
 OPTIMIZERS = ("adamw", "sgd")  # train/runtime/optim.py: build_optimizer
 DTYPES = ("auto", "float32", "bfloat16")  # train/runtime/hardware.py: resolve_dtype
+DEVICES = r"auto|cpu|cuda(:\d+)?"  # the devices a run may name (train/runtime/hardware.py: resolve_device)
 # What a resumed run may change: how long it trains (the cosine then spans the new max_steps, so a run extended
 # from 30 to 40 steps continues on the 40-step schedule: Chinchilla's lesson that the cycle must match the
 # horizon), how it logs and checkpoints, and where it runs. Everything else would make it another run.
@@ -79,7 +80,7 @@ class TrainConfig:
             raise ConfigError(f"optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype={self.dtype!r}: expected one of {DTYPES}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+        if not re.fullmatch(DEVICES, self.device):
             raise ConfigError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("weight_decay and grad_clip must be >= 0")

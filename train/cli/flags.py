@@ -30,6 +30,7 @@ from typing import Any
 
 from train.errors import CgptError
 from train.planner import scaling
+from train.recipe import DEVICES
 
 SUFFIXES = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
@@ -87,7 +88,7 @@ open_probability = _checked(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 def device(text: str) -> str:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+    if not re.fullmatch(DEVICES, text):
         raise _bad(text, "auto, cpu, cuda or cuda:N")
     return text
 
