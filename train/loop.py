@@ -260,6 +260,9 @@ class Trainer:
             best = load_checkpoint(self.run.best_checkpoint, map_location="cpu")
             D.load_full_states(self.model, self.optimizer, best["model"], best["optimizer"], self.dist)
         tokens_per_s = st.tokens / st.train_s if st.train_s else 0.0
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            final = self.task.final_metrics(self.model, self.device)
         summary = {
             "val_loss": st.last.get("val_loss"),
             "train_loss": st.train_loss,
@@ -277,6 +280,7 @@ class Trainer:
             "dtype": str(self.dtype).removeprefix("torch."),
             "world_size": self.world,
             "eval": st.last,
+            **final,
         }
         if self.is_main:
             self.run.write_json(self.run.summary, summary)

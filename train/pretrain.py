@@ -13,12 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from model import GPT, GPTConfig, flops_per_token
-from train.data.loader import RandomWindowSampler, TokenDataset, iterate_sequential
+from train.data.loader import RandomWindowSampler, TokenDataset
 from train.errors import CgptError
+from train.evaluation.lm import score_tokens, summarise, text_bytes
 from train.loop import Trainer
 from train.planner.plan import Plan
 from train.recipe import Task, TrainConfig, resumed_train_config
@@ -52,17 +54,26 @@ class PretrainTask(Task):
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Mean next-token loss over a fixed set of validation windows: the first eval_batches global batches
-        of the split, each rank scoring its slice - so the figure does not depend on the number of ranks."""
+        of non-overlapping windows (all of them when eval_batches is 0), the ranks sharing the windows - so
+        the figure does not depend on the number of ranks (train/evaluation/lm.py scores them)."""
+        nll, tokens = self.score_val(model, device, self.train.eval_batches)
+        return {"val_loss": nll / tokens}
+
+    def score_val(self, model: nn.Module, device: torch.device, batches: int = 0) -> tuple[float, int]:
+        """(summed loss, tokens) over the first `batches` global batches of validation windows (0: the split)."""
         rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
-        B, n = self.train.batch_size, self.train.eval_batches or None
-        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x tokens, tokens
-        for x, y in iterate_sequential(self.data.val, self.config.block_size, B * world, n, device):
-            x, y = x[rank * B : (rank + 1) * B], y[rank * B : (rank + 1) * B]
-            if len(x):
-                _, loss = model(x, y)
-                sums += torch.tensor([loss.item() * y.numel(), y.numel()], dtype=torch.float64, device=device)
-        sums = D.all_reduce_mean(sums, self.dist)  # the ratio of means is the ratio of sums
-        return {"val_loss": (sums[0] / sums[1]).item()}
+        B, T = self.train.batch_size, self.config.block_size
+        windows = batches * B * world or None
+        nll, n = score_tokens(model, self.data.val, T, T, B, device, windows, rank, world)
+        sums = D.all_reduce_mean(torch.tensor([nll, n], dtype=torch.float64, device=device), self.dist) * world
+        return float(sums[0]), int(round(float(sums[1])))
+
+    def final_metrics(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """The whole validation split scored once more at the end, in nats per token and in bits per byte
+        (tokenizer-independent: runs with different vocabularies compare)."""
+        nll, tokens = self.score_val(model, device)
+        full = summarise(nll, tokens, text_bytes(self.data.tokenizer, np.asarray(self.data.val)))
+        return {"val_loss_full": full["loss"], "val_bits_per_byte": full["bits_per_byte"], "val_tokens_scored": tokens}
 
     def tokens_in(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
         return batch[0].numel()

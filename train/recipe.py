@@ -132,6 +132,10 @@ class Task:
     def tokens_in(self, batch: Any) -> int:
         raise NotImplementedError
 
+    def final_metrics(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """Figures for summary.json computed once, after the last step (in eval mode, under autocast)."""
+        return {}
+
     def flops_per_token(self) -> float | None:
         return None
 

@@ -16,6 +16,7 @@ binary (skipped); invalid UTF-8 becomes U+FFFD. Project Gutenberg books lose the
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import io
@@ -278,3 +279,14 @@ def read_corpus(files: Sequence[Path], options: ReadOptions, stats: CorpusStats)
             raise CgptError(f"{path}: could not be read ({type(err).__name__}: {err})") from err
         record["documents"] = stats.documents - first_doc
         stats.files.append(record)
+
+
+def first_line_with(files: list[Path], char: str) -> str:
+    """ "file:line" of the first line holding `char` (an error path: a second pass over the files is fine)."""
+    for path in files:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                for n, line in enumerate(f, start=1):
+                    if char in line:
+                        return f"{path}:{n}"
+    return "the corpus"

@@ -10,8 +10,8 @@ randomness is one `torch.Generator` seeded from `seed` through numpy's `SeedSequ
 parallelism every rank draws the same *global* batch of world_size x batch_size offsets and keeps its own
 slice, so ranks see distinct windows and K ranks together train on exactly the batches one process with a
 K-times larger batch would (the DDP test relies on it). `state_dict()` holds the generator state: a restored
-sampler draws exactly the batches the original would have drawn. `iterate_sequential` walks the validation split in
-order, in non-overlapping windows from the start, so every evaluation sees the same tokens.
+sampler draws exactly the batches the original would have drawn.
+(Evaluation walks a split in order: train/evaluation/lm.py.)
 
 Shapes: B = batch_size, T = block_size.
 """
@@ -19,7 +19,6 @@ Shapes: B = batch_size, T = block_size.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,21 +155,3 @@ class RandomWindowSampler:
                 )
         self.generator.set_state(state["generator"].cpu())  # a checkpoint may have been mapped to a GPU
         self.batches = int(state["batches"])
-
-
-def iterate_sequential(
-    tokens: np.ndarray,
-    block_size: int,
-    batch_size: int,
-    max_batches: int | None,
-    device: torch.device | str = "cpu",
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Non-overlapping windows from the start, in order, batch_size at a time (the last may be short)."""
-    _check_length(tokens, block_size)
-    n_windows = (len(tokens) - 1) // block_size
-    for number, first in enumerate(range(0, n_windows, batch_size)):
-        if max_batches is not None and number >= max_batches:
-            return
-        starts = np.arange(first, min(first + batch_size, n_windows)) * block_size  # (B,)
-        x, y = _windows(tokens, starts, block_size)
-        yield to_device(x, device), to_device(y, device)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from train.data.corpus import CorpusStats, Piece, ReadOptions, read_corpus, resolve_inputs
+from train.data.corpus import CorpusStats, Piece, ReadOptions, first_line_with, read_corpus, resolve_inputs
 from train.data.pool import ordered_map
 from train.data.shards import META_FILE, TRAIN_FILE, VAL_FILE, ShardWriter, dtype_for_vocab, open_shard, truncate_shard
 from train.data.tokenizer import Tokenizer, UnknownCharacter, char_tokenizer, load_tokenizer, train_tokenizer
@@ -138,23 +138,12 @@ def _prepare_into(config: PrepareConfig, files: list[Path]) -> dict:
     try:
         counts = encode_corpus(config, files, options, stats, tokenizer)
     except UnknownCharacter as err:  # name the file and line, and the tokenizer
-        where = _first_line_with(files, err.char)
+        where = first_line_with(files, err.char)
         raise CgptError(f"{where}: character {err.char!r} is not in {tokenizer.origin}'s {err.n_chars} characters "
                         f"(a char tokenizer knows only the characters it was built from)") from None  # fmt: skip
     meta = make_meta(config, tokenizer, stats, counts)
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return summary(meta)
-
-
-def _first_line_with(files: list[Path], char: str) -> str:
-    """ "file:line" of the first line holding `char` (an error path: a second pass over the files is fine)."""
-    for path in files:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:
-                for n, line in enumerate(f, start=1):
-                    if char in line:
-                        return f"{path}:{n}"
-    return "the corpus"
 
 
 def summary(meta: dict) -> dict:

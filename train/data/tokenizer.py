@@ -132,7 +132,10 @@ class Tokenizer:
     def encode_array(self, text: str) -> np.ndarray:
         """`encode` as an int64 array (the char tokenizer skips the Python list)."""
         if isinstance(self.encoding, CharEncoding):
-            return self.encoding.encode_array(text)
+            try:
+                return self.encoding.encode_array(text)
+            except UnknownCharacter as err:
+                raise UnknownCharacter(err.char, err.n_chars, f"the char tokenizer of {self.origin}") from None
         return np.asarray(self.encoding.encode_ordinary(text), dtype=np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:

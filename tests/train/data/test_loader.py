@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.data.loader import RandomWindowSampler, TokenDataset, iterate_sequential
+from train.data.loader import RandomWindowSampler, TokenDataset
 from train.data.prepare import is_val, prepare
 from train.data.shards import (
     HEADER_BYTES,
@@ -261,20 +261,6 @@ def test_too_little_data_for_one_window_is_an_error(tmp_path) -> None:
     tokens = open_shard(tmp_path / "val.bin")
     with pytest.raises(CgptError, match=r"val.bin: 8 tokens, fewer than one window of block_size \+ 1 = 9"):
         RandomWindowSampler(tokens, block_size=8, batch_size=1, seed=0)
-    with pytest.raises(CgptError, match="fewer than one window"):
-        next(iterate_sequential(np.arange(4), block_size=8, batch_size=1, max_batches=None))
-
-
-def test_sequential_pass_is_in_order_and_complete() -> None:
-    tokens = np.arange(105, dtype=np.uint16)
-    batches = list(iterate_sequential(tokens, block_size=10, batch_size=4, max_batches=None, device="cpu"))
-    assert [x.shape[0] for x, _ in batches] == [4, 4, 2]  # (105 - 1) // 10 = 10 windows
-    x = torch.cat([x for x, _ in batches])
-    y = torch.cat([y for _, y in batches])
-    assert torch.equal(x.flatten(), torch.arange(100)) and torch.equal(y, x + 1)
-    assert len(list(iterate_sequential(tokens, 10, 4, max_batches=2))) == 2
-    again = list(iterate_sequential(tokens, 10, 4, max_batches=None))
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -283,8 +269,6 @@ def test_batches_reach_cuda_through_pinned_memory() -> None:
     x, y = RandomWindowSampler(tokens, 16, 4, seed=0).next_batch("cuda")
     x_cpu, y_cpu = RandomWindowSampler(tokens, 16, 4, seed=0).next_batch("cpu")
     assert x.is_cuda and y.is_cuda and torch.equal(x.cpu(), x_cpu) and torch.equal(y.cpu(), y_cpu)
-    (vx, _), *_ = iterate_sequential(tokens, 16, 4, max_batches=1, device="cuda")
-    assert vx.is_cuda and torch.equal(vx.cpu()[0], torch.arange(16))
 
 
 def test_state_dict_is_weights_only_loadable() -> None:
