@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from train.cli import flags
 from train.data.datasets import DATASETS
 from train.data.pool import default_workers
+from train.errors import CgptError
 
 if TYPE_CHECKING:
     from train.data.prepare import PrepareConfig
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 EXAMPLES = """examples:
   cgpt prepare --input stdlib --tokenizer train:8192 --out data/stdlib
   cgpt prepare --input tinyshakespeare --tokenizer char --out data/shakespeare_char
-  cgpt prepare --input 'books/**/*.txt' notes/ --tokenizer gpt2 --out data/books --json"""
+  cgpt prepare --input 'books/**/*.txt' notes/ --tokenizer gpt2 --out data/books --json
+  cgpt prepare --input stdlib --tokenizer train:auto --budget 1e14 --out data/stdlib-small"""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -40,8 +42,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--tokenizer",
         required=True,
         metavar="SPEC",
-        help="train:VOCAB | FILE.tiktoken | DIR | gpt2 | cl100k_base | o200k_base | char",
+        help="train:VOCAB | train:auto (with --budget) | FILE.tiktoken | DIR | gpt2 | cl100k_base | o200k_base | char",
     )
+    parser.add_argument(
+        "--budget",
+        type=flags.amount,
+        metavar="FLOPS",
+        help="train:auto: the training budget (C = 6ND) to size the vocabulary for (train/planner/vocab.py)",
+    )
+    parser.add_argument("--block-size", type=flags.count, default=256, help="train:auto: the context it plans for")
     parser.add_argument("--out", required=True, metavar="DIR")
     parser.add_argument("--val-fraction", type=flags.finite_float, default=0.1, metavar="F")
     parser.add_argument("--json", action="store_true", help="print only a JSON summary")
@@ -66,12 +75,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def tokenizer_spec(args: argparse.Namespace) -> str:
+    """--tokenizer, with train:auto resolved to train:VOCAB for --budget (Tao et al. 2024's vocabulary law)."""
+    if args.tokenizer != "train:auto":
+        return args.tokenizer
+    if args.budget is None:
+        raise CgptError("--tokenizer train:auto sizes the vocabulary for a budget: give --budget FLOPS (e.g. 1e15)")
+    from train.planner.vocab import vocab_for_flops
+
+    vocab = vocab_for_flops(args.budget, args.block_size)
+    if not args.json:
+        print(f"train:auto -> train:{vocab} for {args.budget:.3g} FLOPs (vocabulary law of Tao et al. 2024)")
+    return f"train:{vocab}"
+
+
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     from train.data.prepare import PrepareConfig
 
     return PrepareConfig(
         inputs=tuple(args.input),
-        tokenizer=args.tokenizer,
+        tokenizer=tokenizer_spec(args),
         out_dir=args.out,
         val_fraction=args.val_fraction,
         strict=args.strict,
