@@ -1,7 +1,7 @@
 """`cgpt quickstart`: the whole life of a small model in one command, on a corpus every machine has.
 
 Prepare the Python standard library's sources, plan the compute-optimal model for the budget on this machine,
-pretrain it and sample from it (train/quickstart.py). Everything lands in --out.
+pretrain it and sample from it (train/quickstart/pipeline.py). Everything lands in --out.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from train.quickstart import quickstart
+    from train.quickstart.pipeline import quickstart
 
     quickstart(
         args.out,
