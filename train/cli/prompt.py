@@ -22,9 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from train.cli import flags
 from train.errors import CgptError
+
+if TYPE_CHECKING:
+    from train.evaluation.prompt import PromptConfig
 
 
 def seed_list(text: str) -> tuple[int, ...]:
@@ -37,13 +41,8 @@ def seed_list(text: str) -> tuple[int, ...]:
     return seeds
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "prompt",
-        help="zero- and few-shot classification by prompting a language model",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_prompt_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of a PromptConfig (shared with `cgpt bench prompt`)."""
     flags.add_run_flags(p, "a pretraining run directory (or a `finetune --task generate` run)")
     p.add_argument("--data", required=True, help="labelled file to score (TSV/CSV with a header, or JSONL)")
     p.add_argument("--template", required=True, help="sentiment | topic | qa | @FILE | text with {text}")
@@ -63,22 +62,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target-delimiter", default=" ", help="between the prompt and the label word (default ' ')")
     p.add_argument("--text-field", help="the text column or JSON field (default: sentence, else text)")
     p.add_argument("--label-field", default="label", help="the label column or JSON field (default label)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "prompt",
+        help="zero- and few-shot classification by prompting a language model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_prompt_flags(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", help="also write examples.jsonl, confusion.png and result.json into this directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from train.evaluation.prompt import PromptConfig, describe, prompt
+def prompt_config(args: argparse.Namespace) -> PromptConfig:
+    """The PromptConfig the flags describe; escapes decoded in a template given as text and in the delimiters."""
+    from train.evaluation.prompt import PromptConfig
     from train.evaluation.templates import BUILTIN_TEMPLATES, unescape
 
     template = args.template
     if not (template in BUILTIN_TEMPLATES or template.startswith("@")):
         template = unescape(template)
-    if args.out and Path(args.run).resolve() in (Path(args.out).resolve(), *Path(args.out).resolve().parents):
-        raise CgptError(f"--out {args.out}: write the results outside the run directory (its files stay as they are)")
-    config = PromptConfig(
+    return PromptConfig(
         run=args.run,
         data=args.data,
         template=template,
@@ -99,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         device=args.device,
     )
-    result = prompt(config, args.out, progress=not args.no_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    from train.evaluation.prompt import prompt
+    from train.evaluation.prompt_report import describe
+
+    if args.out and Path(args.run).resolve() in (Path(args.out).resolve(), *Path(args.out).resolve().parents):
+        raise CgptError(f"--out {args.out}: write the results outside the run directory (its files stay as they are)")
+    result = prompt(prompt_config(args), args.out, progress=not args.no_progress)
     print(json.dumps(result, indent=2) if args.json else describe(result, str(args.data)))
     return 0

@@ -19,13 +19,9 @@ seed gives the same numbers). Baselines: chance (1 / labels) and the majority la
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +33,8 @@ from train.data.tokenizer import Tokenizer
 from train.errors import CgptError
 from train.evaluation.fewshot import Built, DemoPool, PromptFormat, build, encode
 from train.evaluation.loglik import Request, score_groups, score_groups_reference
+from train.evaluation.prompt_report import metrics, summarise, write_outputs
 from train.evaluation.templates import Verbaliser, resolve_template
-from train.finetune.metrics import classification_report
 from train.finetune.readers import TextExample, read_classification
 from train.runs import load_language_model
 from train.runtime.hardware import autocast, resolve_dtype
@@ -165,50 +161,38 @@ def calibrated(scores: np.ndarray) -> np.ndarray:
 # --- the evaluation ------------------------------------------------------------------------------------------
 
 
-def _scorer(name: str, model: GPT, batch_size: int) -> Callable[..., list[list[float]]]:
-    if name not in SCORERS:
-        raise ValueError(f"scorer={name!r}: expected one of {SCORERS}")
-    return (
-        partial(score_groups, model, batch_size=batch_size)
-        if name == "cached"
-        else partial(score_groups_reference, model)
-    )
-
-
-def _seed_run(
-    model: GPT,
-    tokenizer: Tokenizer,
-    data: PromptData,
-    config: PromptConfig,
-    fmt: PromptFormat,
-    seed: int,
-    bar: Any,
-    scorer: str,
-) -> tuple[list[Built], list[np.ndarray], float]:
-    """Each example's prompt and (inputs, labels) scores for one seed; and the scoring time in seconds."""
-    labels, block = fmt.verbaliser.labels, model.config.block_size
+def build_prompts(
+    tokenizer: Tokenizer, data: PromptData, config: PromptConfig, fmt: PromptFormat, seed: int, block_size: int
+) -> list[Built]:
+    """Each example's requests for one seed: its own demonstrations, cut to the context."""
+    labels = fmt.verbaliser.labels
     built = []
     for i, ex in enumerate(data.examples):
         demos = data.pool.draw(ex, i, seed, config.shots, config.balanced, labels) if data.pool else []
-        built.append(build(fmt, tokenizer, ex, demos, block))
+        built.append(build(fmt, tokenizer, ex, demos, block_size))
+    return built
+
+
+def score_prompts(
+    model: GPT,
+    built: Sequence[Built],
+    batch_size: int,
+    scorer: str = "cached",
+    advance: Callable[[int], object] = print,
+) -> tuple[list[list[float]], float]:
+    """(every request's log-likelihood, example by example; the seconds it took) by the fast path ("cached") or
+    the reference ("reference"); bf16 autocast on a GPU that has it."""
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer={scorer!r}: expected one of {SCORERS}")
     device = next(model.parameters()).device
+    groups = [b.requests for b in built]
     start = time.perf_counter()
     with autocast(device, resolve_dtype("auto", device)):
-        scores = _scorer(scorer, model, config.batch_size)([b.requests for b in built], advance=bar.update)
-    wall = time.perf_counter() - start
-    per_label = [
-        label_scores(s, b.requests, fmt, config.normalize, config.combine) for s, b in zip(scores, built, strict=True)
-    ]
-    return built, per_label, wall
-
-
-def _metrics(true: list[int], pred: list[int], labels: Sequence[str]) -> dict[str, Any]:
-    report = classification_report([labels[t] for t in true], [labels[p] for p in pred], labels=list(labels))
-    return {"accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"], "per_class": report["per_class"]}
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        if scorer == "cached":
+            scores = score_groups(model, groups, batch_size, advance)
+        else:
+            scores = score_groups_reference(model, groups, advance)
+    return scores, time.perf_counter() - start
 
 
 def evaluate_prompts(
@@ -228,13 +212,18 @@ def evaluate_prompts(
     seeds, rows, walls = [], [], []
     with tqdm(total=len(runs) * len(data.examples), unit="ex", desc="prompt", disable=not progress) as bar:
         for seed in runs:
-            built, scores, wall = _seed_run(model, tokenizer, data, config, fmt, seed, bar, scorer)
+            built = build_prompts(tokenizer, data, config, fmt, seed, model.config.block_size)
+            raw_scores, wall = score_prompts(model, built, config.batch_size, scorer, bar.update)
             walls.append(wall)
+            scores = [
+                label_scores(s, b.requests, fmt, config.normalize, config.combine)
+                for s, b in zip(raw_scores, built, strict=True)
+            ]
             final = [calibrated(s) if config.calibrate else s[0] for s in scores]
             pred = [int(np.argmax(f)) for f in final]
-            entry = {"seed": seed, **_metrics(true, pred, labels)}
+            entry = {"seed": seed, **metrics(true, pred, labels)}
             if config.calibrate:
-                raw = _metrics(true, [int(np.argmax(s[0])) for s in scores], labels)
+                raw = metrics(true, [int(np.argmax(s[0])) for s in scores], labels)
                 entry["uncalibrated"] = {"accuracy": raw["accuracy"], "macro_f1": raw["macro_f1"]}
             entry["truncated"] = sum(b.truncated for b in built)
             entry["demos_dropped"] = sum(b.demos_dropped for b in built)
@@ -251,43 +240,10 @@ def evaluate_prompts(
     return summarise(config, fmt, true, seeds, sum(walls)), rows
 
 
-def summarise(config: PromptConfig, fmt: PromptFormat, true: list[int], seeds: list[dict], wall: float) -> dict:
-    labels = fmt.verbaliser.labels
-    accuracy, std = _mean_std([s["accuracy"] for s in seeds])
-    counts = Counter(true)
-    majority = max(range(len(labels)), key=lambda i: (counts[i], -i))
-    per_class = {
-        name: {k: float(np.mean([s["per_class"][name][k] for s in seeds])) for k in ("precision", "recall", "f1")}
-        | {"support": counts[i]}
-        for i, name in enumerate(labels)
-    }
-    result: dict[str, Any] = {
-        "accuracy": accuracy,
-        "accuracy_std": std,
-        "macro_f1": float(np.mean([s["macro_f1"] for s in seeds])),
-        "n": len(true),
-        "shots": config.shots,
-        "calibrated": config.calibrate,
-        "per_class": per_class,
-        "majority_baseline": counts[majority] / len(true),
-        "majority_label": labels[majority],
-        "chance": 1 / len(labels),
-        "seeds": [{k: v for k, v in s.items() if k != "per_class"} for s in seeds],
-        "truncated": sum(s["truncated"] for s in seeds),
-    }
-    if config.calibrate:
-        raw_acc, raw_std = _mean_std([s["uncalibrated"]["accuracy"] for s in seeds])
-        result["uncalibrated"] = {"accuracy": raw_acc, "accuracy_std": raw_std}
-    runs = len(seeds) if config.shots else 1
-    result.update(
-        labels={label: list(words) for label, words in zip(labels, fmt.verbaliser.words, strict=True)},
-        template=fmt.template,
-        normalize=config.normalize,
-        combine=config.combine,
-        balanced=config.balanced,
-        examples_per_s=runs * len(true) / wall if wall > 0 else math.inf,
-    )
-    return result
+def load_prompt_model(config: PromptConfig) -> tuple[GPT, Tokenizer]:
+    """The run's language model for scoring: padded batches need attention that takes a padding mask (sdpa) and
+    one rotary position per token and row (the PyTorch rope, not the fused kernel)."""
+    return load_language_model(config.run, config.checkpoint, config.device, attention="sdpa", fused=())
 
 
 def prompt(config: PromptConfig, out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
@@ -295,53 +251,8 @@ def prompt(config: PromptConfig, out: str | Path | None = None, progress: bool =
     per example and seed: prompt, scores, prediction, label), confusion.png (summed over seeds) and result.json."""
     fmt = config.format()
     data = read_prompt_data(config, fmt.verbaliser)  # bad data fails before the model is loaded
-    # Padded batches need attention with a padding mask: sdpa, and rotary positions from the PyTorch code.
-    model, tokenizer = load_language_model(config.run, config.checkpoint, config.device, attention="sdpa", fused=())
+    model, tokenizer = load_prompt_model(config)
     result, rows = evaluate_prompts(model, tokenizer, data, config, progress=progress)
     if out is not None:
         write_outputs(Path(out), result, rows, fmt.verbaliser.labels)
     return result
-
-
-def write_outputs(out: Path, result: dict[str, Any], rows: list[dict[str, Any]], labels: Sequence[str]) -> None:
-    from train.finetune.metrics import confusion_matrix, plot_confusion_matrix, save_report
-    from train.runtime.files import atomic_write_text
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "examples.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
-    true = [labels.index(r["label"]) for r in rows]
-    pred = [labels.index(r["prediction"]) for r in rows]
-    plot_confusion_matrix(confusion_matrix(true, pred, len(labels)), labels, out / "confusion.png")
-    save_report(result, out / "result.json")
-
-
-def describe(result: dict[str, Any], title: str) -> str:
-    """The result as the table `cgpt prompt` prints."""
-    from train.finetune.metrics import format_report
-
-    seeds = [s["seed"] for s in result["seeds"]]
-    setting = f"{result['shots']}-shot" + (" balanced" if result["balanced"] and result["shots"] else "")
-    setting += ", calibrated" if result["calibrated"] else ""
-    spread = f" +- {result['accuracy_std']:.4f} over seeds {','.join(map(str, seeds))}" if len(seeds) > 1 else ""
-    lines = [
-        f"{title}: {result['n']} examples, {setting}, normalize {result['normalize']}, "
-        f"{result['examples_per_s']:.1f} examples/s",
-        f"accuracy {result['accuracy']:.4f}{spread}   macro_f1 {result['macro_f1']:.4f}",
-    ]
-    if result["calibrated"]:
-        lines.append(f"uncalibrated accuracy {result['uncalibrated']['accuracy']:.4f}")
-    lines.append(
-        f"baselines: chance {result['chance']:.4f}   majority {result['majority_baseline']:.4f} "
-        f"(always {result['majority_label']!r})"
-    )
-    per_class = result["per_class"].values()
-    macro = {k: float(np.mean([row[k] for row in per_class])) for k in ("precision", "recall", "f1")}
-    report = {
-        "per_class": result["per_class"],
-        "macro": {**macro, "support": result["n"]},
-        "accuracy": result["accuracy"],
-    }
-    lines.append(format_report(report))
-    if result["truncated"]:
-        lines.append(f"{result['truncated']} prompts cut to the context (demonstrations dropped first)")
-    return "\n".join(lines)

@@ -157,6 +157,18 @@ def test_generate_finetune_runs_can_be_prompted(
     assert result["n"] == 8 and result["calibrated"] and "uncalibrated" in result
 
 
+def test_bench_prompt_times_both_paths_on_the_same_scores(
+    sentiment: Sentiment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bench", "prompt", "--run", str(sentiment.run), "--data", sentiment.dev, "--template", "sentiment"]
+    assert (
+        main([*args, "--labels", LABELS, "--shots", "2", "--calibrate", "--limit", "6", "--rounds", "1", "--json"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["examples"] == 6 and result["requests"] == 6 * 4 * 2  # 4 inputs (calibration) x 2 words
+    assert result["max_abs_diff"] < 1e-3 and result["cached_examples_per_s"] > 0 and result["speedup"] > 0
+
+
 # --- bad input: one line naming the flag or file:line, exit 1, nothing written ---------------------------------
 
 
