@@ -111,11 +111,8 @@ def read_prompt_data(config: PromptConfig, verbaliser: Verbaliser) -> PromptData
     examples = everything[: config.limit] if config.limit else everything
     pool = None
     if config.shots:
-        pool = (
-            DemoPool(read(config.demos), config.demos, False)
-            if config.demos
-            else DemoPool(everything, config.data, True)
-        )
+        same = config.demos is None or Path(config.demos).resolve() == Path(config.data).resolve()
+        pool = DemoPool(everything, config.data, True) if same else DemoPool(read(config.demos), config.demos, False)
         pool.check(config.shots, config.balanced, verbaliser.labels)
     return PromptData(examples, pool)
 

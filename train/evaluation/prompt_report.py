@@ -40,6 +40,7 @@ def summarise(config: PromptConfig, fmt: PromptFormat, true: list[int], seeds: l
     """The result from each seed's metrics: means, the accuracy's sample standard deviation, the baselines
     (chance, the majority label of `true`), and the settings; `wall` is the seconds spent scoring."""
     labels = fmt.verbaliser.labels
+    runs = len(seeds) if config.shots else 1  # zero-shot prompts draw nothing: one pass stands for every seed
     accuracy, std = mean_std([s["accuracy"] for s in seeds])
     counts = Counter(true)
     majority = max(range(len(labels)), key=lambda i: (counts[i], -i))
@@ -60,12 +61,11 @@ def summarise(config: PromptConfig, fmt: PromptFormat, true: list[int], seeds: l
         "majority_label": labels[majority],
         "chance": 1 / len(labels),
         "seeds": [{k: v for k, v in s.items() if k != "per_class"} for s in seeds],
-        "truncated": sum(s["truncated"] for s in seeds),
+        "truncated": sum(s["truncated"] for s in seeds[:runs]),  # prompts cut, over the seeds scored
     }
     if config.calibrate:
         raw_acc, raw_std = mean_std([s["uncalibrated"]["accuracy"] for s in seeds])
         result["uncalibrated"] = {"accuracy": raw_acc, "accuracy_std": raw_std}
-    runs = len(seeds) if config.shots else 1
     result.update(
         labels={label: list(words) for label, words in zip(labels, fmt.verbaliser.words, strict=True)},
         template=fmt.template,
