@@ -80,6 +80,29 @@ def test_few_shot_over_seeds_reports_mean_spread_and_truncation(
     assert again["seeds"] == result["seeds"]  # seeded draws
 
 
+def test_a_trailing_space_in_the_template_scores_as_the_delimiter_does(sentiment: Sentiment, tmp_path: Path) -> None:
+    """ "Sentiment: " + "positive" and "Sentiment:" + " positive" are the same text, so the same tokens and scores
+    (the harness moves the space onto the continuation); the escapes and --fewshot-delimiter reach the prompt."""
+    rows = []
+    for template, target, out in (("sentiment", " ", "a"), ("Review: {text}\\nSentiment: ", "", "b")):
+        args = ["prompt", "--run", str(sentiment.run), "--data", sentiment.dev, "--labels", LABELS, "--limit", "5"]
+        args += [
+            "--template",
+            template,
+            "--target-delimiter",
+            target,
+            "--shots",
+            "1",
+            "--fewshot-delimiter",
+            "\\n--\\n",
+        ]
+        assert main([*args, "--no-progress", "--json", "--out", str(tmp_path / out)]) == 0
+        rows.append([json.loads(line) for line in (tmp_path / out / "examples.jsonl").read_text().splitlines()])
+    assert [r["scores"] for r in rows[0]] == [r["scores"] for r in rows[1]]
+    demo, prompt = rows[0][0]["prompt"].split("\n--\n")  # one demonstration, then the example's prompt
+    assert demo.split("\nSentiment: ")[1] in ("negative", "positive") and prompt.endswith("\nSentiment:")
+
+
 def test_demonstrations_are_drawn_per_example_never_the_example_and_balanced() -> None:
     pool_examples = [TextExample(f"text {i % 7}", str(i % 3 % 2), f"f:{i}") for i in range(30)]
     pool = DemoPool(pool_examples, "f", same_as_data=True)
