@@ -39,3 +39,10 @@ class KVCache:
 
     def reset(self) -> None:
         self.pos = 0
+
+    def rewind(self, pos: int) -> None:
+        """Forget every position from `pos` on; the next update writes there. Scoring several continuations of
+        one prompt keeps the prompt's keys/values and rewinds to its end before each continuation."""
+        if not 0 <= pos <= self.pos:
+            raise ValueError(f"cannot rewind to {pos}: the cache holds {self.pos} positions")
+        self.pos = pos

@@ -69,8 +69,8 @@ def load_language_model(
     head = opened.state.get("head")
     if opened.finetuned and FinetuneConfig.from_dict(opened.state["finetune"]).task != "generate":
         raise CgptError(
-            f"{opened.checkpoint}: a fine-tuned {head!r} run has no language-model head; use a "
-            f"pretraining run (or `cgpt predict` for this one)"
+            f"{opened.checkpoint}: a fine-tuned {head!r} run has no language-model head to score or generate "
+            f"text with; use a pretraining run or a `finetune --task generate` run (`cgpt predict` reads this one)"
         )
     model = model_from_state(opened.state, opened.checkpoint, **config_overrides)
     return model.to(resolve_device(device)).eval(), opened.tokenizer

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "train.cli.finetune",
     "evaluate": "train.cli.evaluate",
     "predict": "train.cli.predict",
+    "prompt": "train.cli.prompt",
     "info": "train.cli.info",
     "bench": "train.cli.bench",
 }

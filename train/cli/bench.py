@@ -6,6 +6,7 @@
     compile    kernels/bench/report.py     every attention tile config compiled for a GPU target, without one
     tokenizer  train/bench/tokenizer.py    BPE trainer MB/s and bytes per token
     prepare    train/bench/prepare.py      peak memory of `prepare` on a large synthetic corpus
+    prompt     train/bench/prompt.py       prompt scoring examples/s: batched + prefix cache vs the reference
 
 Library modules are imported when a benchmark runs, not when `cgpt` starts.
 """
@@ -32,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = bench.add_subparsers(dest="bench", metavar="BENCH", parser_class=type(bench))
-    for add in (_generate, _matmul, _kernels, _compile, _tokenizer, _prepare):
+    for add in (_generate, _matmul, _kernels, _compile, _tokenizer, _prepare, _prompt):
         add(sub)
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
 
@@ -206,4 +207,31 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     result = run_bench_prepare(args.size_mb, args.tokenizer, args.workers, args.seed, args.dir)
     print(json.dumps(result) if args.json else report(result, args.tokenizer, args.workers))
+    return 0
+
+
+# --- prompt --------------------------------------------------------------------------------------------------
+
+
+def _prompt(sub: argparse._SubParsersAction) -> None:
+    from train.cli.prompt import add_prompt_flags
+
+    p = sub.add_parser("prompt", help="prompt scoring examples/s: batched + prefix cache vs the plain reference")
+    add_prompt_flags(p)
+    p.add_argument("--rounds", type=flags.positive_int, default=2, help="timed rounds of each path (default 2)")
+    p.add_argument("--threads", type=flags.nonneg_int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_prompt, limit=200)
+
+
+def run_prompt(args: argparse.Namespace) -> int:
+    import torch
+
+    from train.bench.prompt import bench_prompt, report
+    from train.cli.prompt import prompt_config
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = bench_prompt(prompt_config(args), args.rounds)
+    print(json.dumps(result) if args.json else report(result))
     return 0
