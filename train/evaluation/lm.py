@@ -105,18 +105,23 @@ def text_bytes(tokenizer: Tokenizer, tokens: np.ndarray) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def encode_files(files: Sequence[str], tokenizer: Tokenizer, cache_dir: str | None = None) -> tuple[np.ndarray, int]:
+def encode_files(
+    files: Sequence[str], tokenizer: Tokenizer, cache_dir: str | None = None, max_tokens: int | None = None
+) -> tuple[np.ndarray, int]:
     """The token stream [eot] doc [eot] doc ... of the documents in `files` (prepare's readers: files,
-    directories, globs, .gz, .jsonl, Gutenberg headers stripped), and the UTF-8 bytes of their text."""
+    directories, globs, .gz, .jsonl, Gutenberg headers stripped), and the UTF-8 bytes of their text; with
+    `max_tokens`, whole pieces are read until the stream holds at least that many tokens."""
     paths = resolve_inputs(files, cache_dir)
-    stream, n_bytes = [np.array([tokenizer.eot_id], dtype=np.int64)], 0
+    stream, n_bytes, n_tokens = [np.array([tokenizer.eot_id], dtype=np.int64)], 0, 1
     for piece in read_corpus(paths, ReadOptions(), CorpusStats()):
+        if max_tokens is not None and n_tokens >= max_tokens:
+            break
         try:
-            stream.append(tokenizer.encode_array(piece.text))
+            ids = tokenizer.encode_array(piece.text)
         except UnknownCharacter as err:
             raise CgptError(f"{first_line_with(paths, err.char)}: {err}") from None
-        if piece.last:
-            stream.append(np.array([tokenizer.eot_id], dtype=np.int64))
+        stream.append(ids if not piece.last else np.append(ids, tokenizer.eot_id))
+        n_tokens += len(stream[-1])
         n_bytes += len(piece.text.encode("utf-8", "surrogatepass"))
     if n_bytes == 0:
         raise CgptError(f"{', '.join(files)}: no text to evaluate")
@@ -131,16 +136,18 @@ def evaluate_text(
     checkpoint: str = "best",
     device: str = "auto",
     batch_size: int = 8,
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Loss, perplexity and bits per byte of a pretraining (or generation) run on raw text files: what
-    `cgpt evaluate --run PRETRAIN_RUN --data FILE ... --json` prints."""
+    `cgpt evaluate --run PRETRAIN_RUN --data FILE ... --json` prints. `max_tokens` stops reading the files
+    once that many tokens are in (whole pieces of documents: the bytes still match the tokens)."""
     from train.runs import load_language_model  # (the run loader needs the fine-tuning side; this module not)
     from train.runtime.hardware import autocast, resolve_dtype
 
     model, tokenizer = load_language_model(run_dir, checkpoint, device)
     block_size = model.config.block_size
     stride = stride or block_size
-    tokens, n_bytes = encode_files(files, tokenizer)
+    tokens, n_bytes = encode_files(files, tokenizer, max_tokens=max_tokens)
     dev = next(model.parameters()).device
     with autocast(dev, resolve_dtype("auto", dev)):
         nll, scored = score_tokens(model, tokens, block_size, stride, batch_size, dev)
