@@ -51,11 +51,14 @@ class PretrainTask(Task):
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Mean next-token loss over a fixed set of validation windows: the first eval_batches global batches
-        of the split, each rank scoring its slice - so the figure does not depend on the number of ranks."""
+        of the split (or its first eval_tokens tokens, whatever the batch size), each rank scoring its slice - so
+        the figure does not depend on the number of ranks."""
         rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
-        B, n = self.train.batch_size, self.train.eval_batches or None
+        B, n, val = self.train.batch_size, self.train.eval_batches or None, self.data.val
+        if self.train.eval_tokens:
+            n, val = None, val[: self.train.eval_tokens + 1]  # eval_tokens // block_size whole windows
         sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x tokens, tokens
-        for x, y in iterate_sequential(self.data.val, self.config.block_size, B * world, n, device):
+        for x, y in iterate_sequential(val, self.config.block_size, B * world, n, device):
             x, y = x[rank * B : (rank + 1) * B], y[rank * B : (rank + 1) * B]
             if len(x):
                 _, loss = model(x, y)

@@ -109,8 +109,8 @@ def constants(text: str) -> str:
     return text
 
 
-def add_law_flags(p: argparse.ArgumentParser) -> None:
-    """--constants and --allocation: which fitted law splits the budget (shared with pretrain)."""
+def add_law_flags(p: argparse.ArgumentParser, allocation: bool = True) -> None:
+    """--constants and --allocation: which fitted law splits the budget (shared with pretrain and sweep)."""
     p.add_argument(
         "--constants",
         default=scaling.DEFAULT_CONSTANTS,
@@ -118,6 +118,8 @@ def add_law_flags(p: argparse.ArgumentParser) -> None:
         metavar="NAME|FILE",
         help=f"Approach 3 law: {' | '.join(scaling.CONSTANTS)} or a `cgpt fit` summary.json (default %(default)s)",
     )
+    if not allocation:
+        return
     p.add_argument(
         "--allocation",
         default="approach3",
