@@ -61,16 +61,17 @@ def append_record(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def read_records(path: str | Path, repair: bool = False) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file. A last line without its newline is a write cut short: with `repair`
-    it is cut off the file (its run is redone), without it is an error like any malformed line."""
+    """The JSON objects of a JSONL file (none if it does not exist). A last line without its newline is a write
+    cut short (or still under way, in another worker): it is not read, and `repair` cuts it off the file."""
     path = Path(path)
     if not path.exists():
         return []
     text = path.read_text()
-    if repair and text and not text.endswith("\n"):
+    if text and not text.endswith("\n"):  # a torn last line is not a record
         text = text[: text.rfind("\n") + 1]
-        with open(path, "r+") as f:
-            f.truncate(len(text.encode()))
+        if repair:
+            with open(path, "r+") as f:
+                f.truncate(len(text.encode()))
     return [row for _, row in _jsonl_rows(path, text)]
 
 
@@ -125,7 +126,7 @@ def _run(row: dict[str, Any], where: str, params_key: str) -> tuple[float, float
 
 
 def read_runs(paths: list[str | Path], params: str = "total") -> Runs:
-    """Every run in `paths` (JSONL or CSV, told apart by the first character: '{' is JSONL)."""
+    """Every run in `paths` (JSONL or CSV, told apart by the first character: { or [ is JSONL)."""
     if params not in PARAMS_KINDS:
         raise CgptError(f"params={params!r} is not known: expected one of {list(PARAMS_KINDS)}")
     key = "params" if params == "total" else "params_non_embedding"
@@ -135,7 +136,7 @@ def read_runs(paths: list[str | Path], params: str = "total") -> Runs:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as err:
             raise CgptError(f"{path}: cannot read it ({err})") from None
-        rows = _jsonl_rows(path, text) if text.lstrip().startswith("{") else _csv_rows(path, text)
+        rows = _jsonl_rows(path, text) if text.lstrip()[:1] in ("{", "[") else _csv_rows(path, text)
         if not rows:
             raise CgptError(f"{path}: no runs (expected JSONL or CSV rows of {key}, tokens or flops, loss)")
         for number, row in rows:
