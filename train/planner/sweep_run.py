@@ -58,7 +58,12 @@ class Sweep:
                 f"{config.data}: the largest run needs {need:,} training tokens, the data holds {len(data.train):,}; "
                 "use smaller budgets or more text (a sweep never repeats data)"
             )
-        self.settings = {**config.to_dict(), "tokenizer_hash": data.tokenizer.hash, "val_tokens": self.val_tokens}
+        self.settings = {
+            **config.to_dict(),
+            "data": str(Path(config.data).resolve()),
+            "tokenizer_hash": data.tokenizer.hash,
+            "val_tokens": self.val_tokens,
+        }
         self.file, self.records = self.out / "sweep.json", self.out / "runs.jsonl"
 
     def start(self, resume: bool) -> None:
@@ -223,7 +228,8 @@ def run_sweep(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any] | None:
-    """Run (or resume) the sweep, then fit it; the fit summary (None on a torchrun rank other than 0)."""
+    """Run (or resume) the sweep, then fit it; the fit summary (None on a torchrun rank other than 0, or when the
+    runs are too few to fit)."""
     from train.planner.fitreport import fit_files, format_fit
 
     ranks = _torchrun()
@@ -244,7 +250,11 @@ def run_sweep(
     missing = sweep.todo()
     if missing:
         raise CgptError(f"{sweep.out}: {len(missing)} run(s) unfinished; rerun with --resume")
-    summary = fit_files([sweep.records], sweep.out, bootstrap=bootstrap)
+    try:
+        summary = fit_files([sweep.records], sweep.out, bootstrap=bootstrap)
+    except CgptError as err:  # too few runs to fit (one budget, say): the runs stand, `cgpt fit` can join sweeps
+        log(f"no fit: {err}")
+        return None
     log(format_fit(summary))
     log(f"wrote {sweep.out / 'summary.json'}" + "".join(f", {p}" for p in summary.get("plots", [])))
     return summary

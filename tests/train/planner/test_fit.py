@@ -146,10 +146,15 @@ def test_a_budget_whose_grid_misses_the_minimum_is_left_out() -> None:
         np.where(far, runs.params * 20, runs.params),
         np.where(far, runs.tokens / 20, runs.tokens),
         runs.flops,
-        np.where(far, [predicted_loss(n * 20, d / 20, TRUTH) for n, d in zip(runs.params, runs.tokens, strict=True)],
-                 runs.loss),
-        runs.budget, runs.where, "total",
-    )  # fmt: skip
+        np.where(
+            far,
+            [predicted_loss(n * 20, d / 20, TRUTH) for n, d in zip(runs.params, runs.tokens, strict=True)],
+            runs.loss,
+        ),
+        runs.budget,
+        runs.where,
+        "total",
+    )
     summary = fit_runs(shifted, "2", bootstrap=0)["approach2"]
     assert summary["budgets"][-1]["excluded"] == "lowest loss at its smallest model"
     assert summary["n_budgets_used"] == 3 and summary["a"] == pytest.approx(A_TRUE, abs=1e-9)
