@@ -52,11 +52,11 @@ class Sweep:
         self.val_tokens = min(config.val_tokens, (len(data.val) - 1) // config.block_size * config.block_size)
         if self.val_tokens < config.block_size:
             raise CgptError(f"{config.data}: the validation split holds less than one window of {config.block_size}")
-        need = max(r.plan.tokens for r in self.runs)
-        if need > len(data.train):
+        hungry = max(self.runs, key=lambda r: r.plan.tokens)
+        if hungry.plan.tokens > len(data.train):
             raise CgptError(
-                f"{config.data}: the largest run needs {need:,} training tokens, the data holds {len(data.train):,}; "
-                "use smaller budgets or more text (a sweep never repeats data)"
+                f"{config.data}: run {hungry.name} needs {hungry.plan.tokens:,} training tokens, the data holds "
+                f"{len(data.train):,}; use smaller budgets, a smaller --span or more text (a sweep never repeats data)"
             )
         self.settings = {
             **config.to_dict(),

@@ -120,6 +120,12 @@ def test_bad_designs_are_one_line_errors() -> None:
             SweepConfig(**{"data": "unused", "budgets": (1e12,), **bad})
 
 
+def test_a_sweep_that_would_repeat_data_is_refused_before_it_starts(setup: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(CgptError, match=r"run C1e11-N\d+ needs [\d,]+ training tokens, the data holds 156,") as err:
+        run_sweep(_config(setup, (1e11,)), tmp_path / "sweep", progress=False, log=lambda *_: None)
+    assert "\n" not in str(err.value) and not (tmp_path / "sweep").exists()
+
+
 # --- running and resuming ------------------------------------------------------------------------------------
 
 
@@ -261,3 +267,39 @@ def test_runs_spread_over_several_workers(setup: dict[str, Any], tmp_path: Path)
     run_sweep(config, tmp_path / "sweep", devices=["cpu", "cpu"], progress=False, log=lambda *_: None)
     records = _records(tmp_path / "sweep")
     assert sorted(r["run"] for r in records) == sorted(f"runs/{r.name}" for r in design(config, 42))
+
+
+@pytest.mark.slow
+def test_under_torchrun_each_rank_trains_whole_runs_with_the_same_results(
+    finished: dict[str, Any], setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two torchrun processes share the runs (each trains alone, not data-parallel): every run once, and each
+    with exactly the loss the single process got (the interrupted and resumed sweep above)."""
+    argv = [
+        "--data",
+        setup["data"],
+        "--budgets",
+        "2.4e9,4.8e9",
+        "--out",
+        str(tmp_path / "sweep"),
+        "--sizes",
+        "3",
+        "--span",
+        "3",
+        "--block-size",
+        "16",
+        "--val-tokens",
+        "4096",
+        "--constants",
+        setup["config"]["constants"],
+        "--bootstrap",
+        "0",
+        "--no-progress",
+    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*launcher, "sweep", *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = _records(tmp_path / "sweep")
+    assert len(records) == len({r["run"] for r in records}) == 6
+    assert {r["run"]: r["loss"] for r in records} == {r["run"]: r["loss"] for r in _records(finished["out"])}
