@@ -137,3 +137,19 @@ def test_summaries_a_plan_cannot_use_are_one_line_errors(cgpt, tmp_path: Path, r
     (tmp_path / "junk.json").write_text("{}")
     code, _, err = cgpt("plan", "--flops", "1e16", "--constants", str(tmp_path / "junk.json"))
     assert code == 1 and "not a summary.json written by `cgpt fit`" in err
+
+
+def test_fit_imports_no_torch(runs_file: Path) -> None:
+    """`cgpt fit` is numpy only: usable without a GPU, quickly, where torch is not even installed."""
+    import subprocess
+    import sys
+
+    from tests.paths import REPO
+
+    code = (
+        "import sys\n"
+        "from train.cli import main\n"
+        f"assert main(['fit', '--runs', {str(runs_file)!r}, '--bootstrap', '5', '--json']) == 0\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True)
