@@ -200,6 +200,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
             desc="train",
+            leave=None,  # left on screen when it is the only bar, cleared when it sits below a sweep's
         )
         window = [0, 0.0]  # tokens and seconds since the last log line, for tokens/s
         while st.step < cfg.max_steps and not st.stopped_early:

@@ -54,25 +54,30 @@ class PretrainTask(Task):
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """Mean next-token loss over a fixed set of validation windows: the first eval_batches global batches
-        of non-overlapping windows (all of them when eval_batches is 0), the ranks sharing the windows - so
-        the figure does not depend on the number of ranks (train/evaluation/lm.py scores them)."""
+        of non-overlapping windows (all of them when eval_batches is 0), or the windows of the split's first
+        eval_tokens tokens whatever the batch size; the ranks share the windows, so the figure does not depend on
+        the number of ranks (train/evaluation/lm.py scores them)."""
         nll, tokens = self.score_val(model, device, self.train.eval_batches)
         return {"val_loss": nll / tokens}
 
+    def _val(self) -> np.ndarray:
+        """The validation tokens evaluations score: the split, or its first eval_tokens + 1 tokens."""
+        return self.data.val[: self.train.eval_tokens + 1] if self.train.eval_tokens else self.data.val
+
     def score_val(self, model: nn.Module, device: torch.device, batches: int = 0) -> tuple[float, int]:
-        """(summed loss, tokens) over the first `batches` global batches of validation windows (0: the split)."""
+        """(summed loss, tokens) over the first `batches` global batches of validation windows (0: all)."""
         rank, world = (0, 1) if self.dist is None else (self.dist.rank, self.dist.world_size)
         B, T = self.train.batch_size, self.config.block_size
-        windows = batches * B * world or None
-        nll, n = score_tokens(model, self.data.val, T, T, B, device, windows, rank, world)
+        windows = None if self.train.eval_tokens else batches * B * world or None
+        nll, n = score_tokens(model, self._val(), T, T, B, device, windows, rank, world)
         sums = D.all_reduce_mean(torch.tensor([nll, n], dtype=torch.float64, device=device), self.dist) * world
         return float(sums[0]), int(round(float(sums[1])))
 
     def final_metrics(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
-        """The whole validation split scored once more at the end, in nats per token and in bits per byte
-        (tokenizer-independent: runs with different vocabularies compare)."""
+        """The validation set scored once more at the end - the whole split, or its first eval_tokens - in
+        nats per token and in bits per byte (tokenizer-independent: runs with different vocabularies compare)."""
         nll, tokens = self.score_val(model, device)
-        full = summarise(nll, tokens, text_bytes(self.data.tokenizer, np.asarray(self.data.val)))
+        full = summarise(nll, tokens, text_bytes(self.data.tokenizer, np.asarray(self._val())))
         return {"val_loss_full": full["loss"], "val_bits_per_byte": full["bits_per_byte"], "val_tokens_scored": tokens}
 
     def tokens_in(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:

@@ -44,6 +44,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     eval_every: int = 250
     eval_batches: int = 20  # batches per evaluation; 0: the whole validation set
+    # pretraining: > 0 evaluates on the first eval_tokens tokens of the validation split instead (eval_tokens //
+    # block_size windows), the same set whatever the batch size - how an IsoFLOP sweep compares its runs
+    eval_tokens: int = 0
     checkpoint_every: int = 500
     keep_last: int = 2
     log_every: int = 10
@@ -67,7 +70,7 @@ class TrainConfig:
         ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected a positive integer")
-        for name in ("warmup_steps", "patience", "eval_batches"):
+        for name in ("warmup_steps", "patience", "eval_batches", "eval_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: expected an integer >= 0")
         if not self.lr > 0:

@@ -11,12 +11,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from model import preset
+from model.config import ConfigError
 from train.cli import main
+from train.data.loader import TokenDataset
 from train.data.prepare import prepare
 from train.errors import CgptError
 from train.pretrain import PretrainTask, pretrain
@@ -275,3 +278,26 @@ def test_compiled_training_matches_eager(data_dir: Path, tmp_path: Path) -> None
         assert a == pytest.approx(b, rel=1e-4) and (va is None) == (vb is None)
     config = json.loads((tmp_path / "compiled" / "config.json").read_text())
     assert config["train"]["compile"] is True
+
+
+def test_eval_tokens_scores_the_same_windows_whatever_the_batch_size(data_dir: Path) -> None:
+    """An IsoFLOP sweep's runs have different batch sizes but one validation set: eval_tokens fixes it to the
+    first eval_tokens // block_size windows of the split; eval_batches counts batches, so it depends on B."""
+    data, model = TokenDataset.open(data_dir), preset("debug", vocab_size=64, block_size=16)
+
+    def val_loss(**train: Any) -> float:
+        task = PretrainTask(model, data, TrainConfig(seed=3, **train))
+        task.model.eval()
+        with torch.no_grad():
+            return task.evaluate(task.model, torch.device("cpu"))["val_loss"]
+
+    fixed = [val_loss(batch_size=b, eval_tokens=160) for b in (2, 3, 7)]
+    assert fixed[0] == pytest.approx(fixed[1], rel=1e-6) and fixed[0] == pytest.approx(fixed[2], rel=1e-6)
+    x = torch.from_numpy(data.val[:161].astype("int64"))
+    task = PretrainTask(model, data, TrainConfig(seed=3))
+    with torch.no_grad():
+        _, direct = task.model.eval()(x[:-1].view(10, 16), x[1:].view(10, 16))  # the first 10 windows
+    assert fixed[0] == pytest.approx(direct.item(), rel=1e-6)
+    assert val_loss(batch_size=2, eval_batches=2) != pytest.approx(val_loss(batch_size=3, eval_batches=2), rel=1e-6)
+    with pytest.raises(ConfigError, match="eval_tokens"):
+        TrainConfig(eval_tokens=-1)

@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "quickstart": "train.cli.quickstart",
     "prepare": "train.cli.prepare",
     "plan": "train.cli.plan",
+    "sweep": "train.cli.sweep",
+    "fit": "train.cli.fit",
     "pretrain": "train.cli.pretrain",
     "sample": "train.cli.sample",
     "finetune": "train.cli.finetune",

@@ -8,7 +8,7 @@ Types (argparse `type=` functions; a bad value is a one-line error naming the fl
 Where a config dataclass checks a value's range, its flag only parses the number (`integer`, `finite_float`)
 and the dataclass names the field: one check per value.
 `add_run_flags` adds the trio every command that reads a run shares: --run, --checkpoint, --device;
-`add_law_flags` the scaling law's --constants and --allocation.
+`add_law_flags` the scaling law's --constants (a published set's name, or a fit's summary.json) and --allocation.
 
 `add_config_flags(parser, GPTConfig)` adds `--n-layer`, `--block-size`, `--bias/--no-bias`, ...; every flag
 defaults to None, so `config_overrides(args, GPTConfig)` returns only the fields the user actually set - those
@@ -118,14 +118,24 @@ def differs(flag: str, saved: Any, new: Any) -> Exception:
                      "(drop the flag, or start a new run)")  # fmt: skip
 
 
-def add_law_flags(p: argparse.ArgumentParser) -> None:
-    """--constants and --allocation: which fitted law splits the budget (shared with pretrain)."""
+def constants(text: str) -> str:
+    """A published constant set by name, or the path of an existing file (a fit's summary.json)."""
+    if text not in scaling.CONSTANTS and not os.path.isfile(text):
+        raise _bad(text, f"one of {list(scaling.CONSTANTS)} or a fit's summary.json (no such file)")
+    return text
+
+
+def add_law_flags(p: argparse.ArgumentParser, allocation: bool = True) -> None:
+    """--constants and --allocation: which fitted law splits the budget (shared with pretrain and sweep)."""
     p.add_argument(
         "--constants",
         default=scaling.DEFAULT_CONSTANTS,
-        choices=list(scaling.CONSTANTS),
-        help="Approach 3 fit (default %(default)s)",
+        type=constants,
+        metavar="NAME|FILE",
+        help=f"Approach 3 law: {' | '.join(scaling.CONSTANTS)} or a `cgpt fit` summary.json (default %(default)s)",
     )
+    if not allocation:
+        return
     p.add_argument(
         "--allocation",
         default="approach3",

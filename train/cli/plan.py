@@ -4,8 +4,11 @@
     cgpt plan --params 124M --json            # N: the tokens a model of this size is compute-optimal for
     cgpt plan --tokens 2.5B --allocation rule20
     cgpt plan --minutes 5 --vocab-size 256 --out plan.json   # wall clock: probes this machine's FLOP/s first
+    cgpt plan --flops 1e15 --vocab-size 512 --constants sweep/summary.json   # the law fitted on your runs
 
 Amounts take a suffix: k, M, B (or G), T. `--out` saves the plan for `cgpt pretrain --plan plan.json`.
+predicted_loss is in nats per token of the data the law was fitted on: with the paper's or the replication's
+constants that is MassiveText, not a forecast for your data; `law` and `predicted_loss_basis` say which.
 Without --minutes this command never imports torch: planning is arithmetic.
 """
 
@@ -19,6 +22,7 @@ from typing import Any
 from model.config import GPTConfig
 from train.cli import flags
 from train.errors import CgptError
+from train.planner import scaling
 from train.planner.plan import Plan, make_plan, plan_for_minutes
 from train.planner.table import format_table
 
@@ -84,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             plan.to_json(args.out)
         except OSError as err:
             raise CgptError(f"--out={args.out!r}: cannot write the plan ({err})") from None
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else format_table(plan))
+    law = scaling.load_law(plan.constants)  # the table's extrapolation note needs the fit's range
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else format_table(plan, law))
     if args.out and not args.json:
         print(f"saved the plan to {args.out}")
     return 0

@@ -48,13 +48,15 @@ class Plan:
     budget: str  # flops | params | tokens | minutes
     budget_value: float  # in the budget's unit (FLOPs, parameters, tokens, minutes)
     allocation: str  # approach3 | rule20 (train/planner/scaling.py)
-    constants: str  # a key of scaling.CONSTANTS
+    constants: str  # a key of scaling.CONSTANTS, or the path of a fit's summary.json (cgpt fit)
+    law: str  # paper | replication | fitted: whose law predicted_loss comes from (scaling.Law)
     target_params: int  # N the allocation asked for
     params: int  # N of the chosen shape, embeddings included (model.flops.param_counts(...).total)
     tokens: int  # D = steps * batch_tokens
     flops: float  # 6 N D
     flops_appendix_f: float  # Hoffmann et al. App. F count (embeddings and logits included) x D
-    predicted_loss: float  # L(N, D) with these constants: the fit's scale (MassiveText nats), not your data's
+    predicted_loss: float  # L(N, D) with these constants, in nats per token of the data the law was fitted on
+    predicted_loss_basis: str  # that, in a sentence: the paper's law (not a forecast for your data) or yours
     # the model (GPTConfig fields)
     n_layer: int
     n_embd: int
@@ -88,7 +90,14 @@ class Plan:
         if self.budget not in BUDGETS:
             raise _fail("budget", self.budget, f"one of {list(BUDGETS)}")
         scaling.check_allocation(self.allocation)
-        scaling.get_constants(self.constants)
+        if self.law not in scaling.LAW_KINDS:
+            raise _fail("law", self.law, f"one of {list(scaling.LAW_KINDS)}")
+        if self.law != "fitted":  # a published set, by name; a fitted law's file is not reread
+            scaling.get_constants(self.constants)
+            if scaling.CONSTANT_KINDS[self.constants] != self.law:
+                raise _fail("law", self.law, f"{scaling.CONSTANT_KINDS[self.constants]!r} for {self.constants!r}")
+        elif not isinstance(self.constants, str) or not self.constants:
+            raise _fail("constants", self.constants, "the path of the fit's summary.json")
         for name in ("bias", "tie_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, getattr(self, name), "true or false")
@@ -151,6 +160,9 @@ class Plan:
             raise CgptError(f"plan file {path}: cannot read it as JSON ({err})") from None
         if not isinstance(d, dict):
             raise CgptError(f"plan file {path}: expected a JSON object, found {type(d).__name__}")
+        if "law" not in d and str(d.get("constants")) in scaling.CONSTANTS:  # a plan from before fitted laws
+            law = scaling.load_law(d["constants"])
+            d = {**d, "law": law.kind, "predicted_loss_basis": law.basis()}
         names = [f.name for f in dataclasses.fields(cls)]
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
         unknown, missing = sorted(set(d) - set(names)), [n for n in required if n not in d]
@@ -177,33 +189,51 @@ def make_plan(
 ) -> Plan:
     """The plan for a budget of `value` FLOPs | params | tokens (`budget`).
 
-    `arch` supplies the architecture (mlp, norm, positions, bias, tying); GPT-2's by default (GPTConfig()).
+    `constants` names a published set or gives a fit's summary.json (scaling.load_law); `arch` supplies the
+    architecture (mlp, norm, positions, bias, tying); GPT-2's by default (GPTConfig()).
     """
     arch = GPTConfig() if arch is None else arch
-    laws = scaling.get_constants(constants)
-    target = scaling.target_params(budget, value, allocation, laws)
+    law = scaling.load_law(constants)
+    target = scaling.target_params(budget, value, allocation, law.constants)
     n_layer, n_embd, _ = shapes.choose_shape(target, vocab_size, block_size, arch)
     config = shapes.shape_config(n_layer, n_embd, vocab_size, block_size, arch)
+    d = scaling.tokens_for(budget, value, param_counts(config).total, allocation, law.constants)
+    return plan_for_shape(config, d, budget, value, target, law, allocation, micro_batch_tokens)
+
+
+def plan_for_shape(
+    config: GPTConfig,
+    n_tokens: float,
+    budget: str,
+    value: float,
+    target: float,
+    law: scaling.Law,
+    allocation: str = "approach3",
+    micro_batch_tokens: int = shapes.MICRO_BATCH_TOKENS,
+) -> Plan:
+    """The plan that trains `config` on about `n_tokens` tokens: batch, steps (D rounded up to whole steps),
+    learning rate and warmup by the recipe in train/planner/shapes.py. An IsoFLOP sweep calls this directly."""
     n = param_counts(config).total
-    d = scaling.tokens_for(budget, value, n, allocation, laws)
-    batch_size, grad_accum, steps = shapes.batch_schedule(n, d, block_size, micro_batch_tokens)
-    tokens = steps * batch_size * grad_accum * block_size  # D rounded up to whole steps
+    batch_size, grad_accum, steps = shapes.batch_schedule(n, n_tokens, config.block_size, micro_batch_tokens)
+    tokens = steps * batch_size * grad_accum * config.block_size  # D rounded up to whole steps
     lr = float(f"{shapes.learning_rate(n):.3g}")  # 6.55e-4, not 6.547966783038427e-4
     return Plan(
         budget=budget,
         budget_value=float(value),
         allocation=allocation,
-        constants=constants,
+        constants=law.name,
+        law=law.kind,
         target_params=max(1, round(target)),
         params=n,
         tokens=tokens,
         flops=scaling.flops_6nd(n, tokens),
         flops_appendix_f=scaling.flops_appendix_f(config, tokens),
-        predicted_loss=scaling.predicted_loss(n, tokens, laws),
+        predicted_loss=scaling.predicted_loss(n, tokens, law.constants),
+        predicted_loss_basis=law.basis(),
         **{name: getattr(config, name) for name in MODEL_FIELDS},
         batch_size=batch_size,
         grad_accum=grad_accum,
-        batch_tokens=batch_size * grad_accum * block_size,
+        batch_tokens=batch_size * grad_accum * config.block_size,
         steps=steps,
         lr=lr,
         min_lr=float(f"{lr / shapes.LR_DECAY:.3g}"),

@@ -21,6 +21,12 @@ Two allocations (`ALLOCATIONS`):
   Epoch AI, arXiv 2404.10102), the default: refitted on the paper's own data, theirs is the set that gives ~20
   tokens per parameter at the Gopher budget (72B / 1.33T), consistent with Approaches 1 and 2.
 
+Which law (`load_law`): `--constants` names one of these published sets, or gives the path of a `summary.json`
+written by `cgpt fit` (train/planner/fit.py), whose Approach 3 constants were fitted on the user's own runs. A
+`Law` says which kind it is, because its predicted loss means different things: the paper's and the
+replication's laws give nats per token on MassiveText with a 32k vocabulary - not a forecast for other data - and
+only a law fitted on this data forecasts this data's loss.
+
 A budget can be given as C (`--flops`), as N (`--params`) or as D (`--tokens`). The last two are answered by
 the same frontier: its point whose N_opt is N (or whose D_opt is D), i.e. the budget for which a model of
 that size is compute-optimal, so all three inputs lead to the same (N, D) pairs; `rule20` uses D = 20 N.
@@ -28,8 +34,10 @@ that size is compute-optimal, so all three inputs lead to the same (N, D) pairs;
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from model.config import GPTConfig
 from model.flops import chinchilla_flops_per_token
@@ -38,6 +46,14 @@ from train.errors import CgptError
 TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022, Table 3: tokens ~= 20 x parameters
 ALLOCATIONS = ("approach3", "rule20")
 BUDGET_KINDS = ("flops", "params", "tokens")
+
+
+def si(x: float) -> str:
+    """1.23M, 4.5B, 70k: three significant digits and a suffix."""
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
 
 
 def check_positive(name: str, value: float) -> None:
@@ -69,12 +85,73 @@ CONSTANTS: dict[str, LossConstants] = {
     "besiroglu": LossConstants(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658),
 }
 DEFAULT_CONSTANTS = "besiroglu"
+LAW_KINDS = ("paper", "replication", "fitted")
+CONSTANT_KINDS = {"rounded": "paper", "unrounded": "paper", "besiroglu": "replication"}
+# the range of the paper's 400+ runs (Section 1), which the replication refitted
+PAPER_PARAMS, PAPER_TOKENS = (70e6, 16e9), (5e9, 500e9)
 
 
 def get_constants(name: str) -> LossConstants:
     if name not in CONSTANTS:
         raise CgptError(f"constants={name!r} is not known: expected one of {sorted(CONSTANTS)}")
     return CONSTANTS[name]
+
+
+@dataclass(frozen=True)
+class Law:
+    """A loss law and where it comes from: `kind` says what its predicted loss means for the user's data."""
+
+    name: str  # a key of CONSTANTS, or the path of a fit's summary.json
+    kind: str  # paper | replication | fitted
+    constants: LossConstants
+    fit_params: tuple[float, float]  # the range of N (embeddings included) and D its runs covered
+    fit_tokens: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAW_KINDS:
+            raise CgptError(f"law kind={self.kind!r} is not known: expected one of {list(LAW_KINDS)}")
+
+    def basis(self) -> str:
+        """One sentence: what a loss this law predicts is (and is not)."""
+        (n0, n1), (d0, d1) = self.fit_params, self.fit_tokens
+        span = f"{si(n0)}-{si(n1)} parameters, {si(d0)}-{si(d1)} tokens"
+        if self.kind == "fitted":
+            return f"a law fitted on your own runs ({self.name}; {span}): a forecast for data like theirs"
+        who = {
+            "paper": "the paper's law (Hoffmann et al. 2022)",
+            "replication": "Besiroglu et al. 2024's refit of the paper's law",
+        }
+        return f"{who[self.kind]}, fitted on MassiveText ({span}): not a forecast for your data"
+
+
+def load_law(spec: str) -> Law:
+    """The law `--constants` names: a key of CONSTANTS, or the path of a summary.json written by `cgpt fit`."""
+    if spec in CONSTANTS:
+        return Law(spec, CONSTANT_KINDS[spec], CONSTANTS[spec], PAPER_PARAMS, PAPER_TOKENS)
+    path = Path(spec)
+    if not path.is_file():
+        raise CgptError(
+            f"constants={spec!r} is neither a known set ({sorted(CONSTANTS)}) nor a file (a fit's summary.json)"
+        )
+    try:
+        fit = json.loads(path.read_text())
+        values = {k: fit[k] for k in ("E", "A", "B", "alpha", "beta")}
+        fit_range = fit["fit_range"]
+        n, d = tuple(map(float, fit_range["params"])), tuple(map(float, fit_range["tokens"]))
+        params = fit["params"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CgptError(f"{path}: not a summary.json written by `cgpt fit` ({type(err).__name__}: {err})") from None
+    if any(v is None for v in values.values()):
+        raise CgptError(f"{path}: holds no Approach 3 fit (E, A, B, alpha, beta); refit with --approach 3 or both")
+    if params != "total":
+        raise CgptError(
+            f"{path}: fitted with --params {params}; plans count every parameter (refit with --params total)"
+        )
+    try:
+        constants = LossConstants(**{k: float(v) for k, v in values.items()})
+    except CgptError as err:
+        raise CgptError(f"{path}: {err}") from None
+    return Law(str(spec), "fitted", constants, n, d)
 
 
 # --- the law and its frontier ----------------------------------------------------------------------------

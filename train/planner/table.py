@@ -1,25 +1,19 @@
-"""A plan as the table `cgpt plan` prints: the budget, N and D, the shape, the schedule, the predicted loss, and
-notes where the plan is outside what the law was fitted on (Hoffmann et al. 2022).
+"""A plan as the table `cgpt plan` prints: the budget, N and D, the shape, the schedule, the predicted loss (and
+whose law it is: the paper's, not a forecast for your data, or one fitted on your runs), and notes where the plan
+is outside what the law was fitted on (Hoffmann et al. 2022).
 """
 
 from __future__ import annotations
 
 from model.flops import param_counts
+from train.planner import scaling
 from train.planner.plan import Plan
 
 CHINCHILLA = dict(params=70e9, tokens=1.4e12, flops=5.76e23)  # Hoffmann et al. 2022, Table 4 / Gopher's budget
-FIT_PARAMS, FIT_TOKENS = (70e6, 16e9), (5e9, 500e9)  # the range of the paper's 400+ runs (Section 1)
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
-
-
-def _si(x: float) -> str:
-    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
 
 
 def _duration(seconds: float) -> str:
@@ -31,7 +25,7 @@ def _duration(seconds: float) -> str:
 
 
 def _budget(plan: Plan) -> str:
-    return f"{plan.budget_value:.3g}" if plan.budget in ("flops", "minutes") else _si(plan.budget_value)
+    return f"{plan.budget_value:.3g}" if plan.budget in ("flops", "minutes") else scaling.si(plan.budget_value)
 
 
 def _shape(plan: Plan) -> str:
@@ -41,29 +35,38 @@ def _shape(plan: Plan) -> str:
     return f"{layers} x {plan.n_embd} wide, {heads}; vocab {plan.vocab_size}, context {plan.block_size}; {arch}"
 
 
-def _notes(plan: Plan) -> list[str]:
+def _notes(plan: Plan, law: scaling.Law | None) -> list[str]:
     notes = []
     embeddings = plan.params - param_counts(plan.model_config()).non_embedding
     if plan.params > 1.2 * plan.target_params:
         notes.append(
-            f"the budget wants N = {_si(plan.target_params)}, but the smallest model with a "
-            f"{plan.vocab_size}-token vocabulary has {_si(plan.params)}: try a smaller --vocab-size"
+            f"the budget wants N = {scaling.si(plan.target_params)}, but the smallest model with a "
+            f"{plan.vocab_size}-token vocabulary has {scaling.si(plan.params)}: try a smaller --vocab-size"
         )
     if plan.params < plan.target_params / 1.2:
         notes.append(
-            f"the budget wants N = {_si(plan.target_params)}, more than the largest shape the planner builds "
-            f"({plan.n_layer} layers x {plan.n_embd}, {_si(plan.params)}): this plan uses that shape and puts the "
-            "rest of the budget into tokens"
+            f"the budget wants N = {scaling.si(plan.target_params)}, more than the largest shape the planner builds "
+            f"({plan.n_layer} layers x {plan.n_embd}, {scaling.si(plan.params)}): this plan uses that shape and "
+            "puts the rest of the budget into tokens"
         )
     if embeddings > plan.params / 2:
         notes.append(f"embeddings are {embeddings / plan.params:.0%} of N: a small model wants a small vocabulary")
-    if not (FIT_PARAMS[0] <= plan.params <= FIT_PARAMS[1] and FIT_TOKENS[0] <= plan.tokens <= FIT_TOKENS[1]):
-        notes.append("the predicted loss extrapolates the fit (made on 70M-16B parameters, 5B-500B tokens)")
+    if law is None:
+        return notes
+    (n0, n1), (d0, d1) = law.fit_params, law.fit_tokens
+    if not (n0 <= plan.params <= n1 and d0 <= plan.tokens <= d1):
+        span = f"{scaling.si(n0)}-{scaling.si(n1)} parameters, {scaling.si(d0)}-{scaling.si(d1)} tokens"
+        notes.append(f"the predicted loss extrapolates the fit (made on {span})")
     return notes
 
 
-def format_table(plan: Plan) -> str:
-    source = "rule of thumb D = 20 N" if plan.allocation == "rule20" else f"Approach 3, {plan.constants} constants"
+def format_table(plan: Plan, law: scaling.Law | None = None) -> str:
+    """The table; `law` (the plan's, with its fit range) adds the extrapolation note. A published law is found
+    by its name; a fitted one is not reread from its file here."""
+    if law is None and plan.law != "fitted":
+        law = scaling.load_law(plan.constants)
+    constants = f"constants fitted in {plan.constants}" if plan.law == "fitted" else f"{plan.constants} constants"
+    source = "rule of thumb D = 20 N" if plan.allocation == "rule20" else f"Approach 3, {constants}"
     est = (
         "n/a (cgpt plan --minutes measures this machine)"
         if plan.est_seconds is None
@@ -71,8 +74,8 @@ def format_table(plan: Plan) -> str:
     )
     rows = [
         ("budget", f"--{plan.budget} {_budget(plan)}  ({source}; Hoffmann et al. 2022)"),
-        ("params N", f"{plan.params:,}  ({_si(plan.params)}; target {_si(plan.target_params)})"),
-        ("tokens D", f"{plan.tokens:,}  ({_si(plan.tokens)})"),
+        ("params N", f"{plan.params:,}  ({scaling.si(plan.params)}; target {scaling.si(plan.target_params)})"),
+        ("tokens D", f"{plan.tokens:,}  ({scaling.si(plan.tokens)})"),
         ("D / N", f"{plan.tokens / plan.params:.3g} tokens per parameter (Chinchilla: 20)"),
         ("compute C", f"{plan.flops:.3g} FLOPs = 6ND  (Appendix F count: {plan.flops_appendix_f:.3g})"),
         ("shape", _shape(plan)),
@@ -85,15 +88,15 @@ def format_table(plan: Plan) -> str:
         ("learning rate", f"{plan.lr:.2e} peak -> {plan.min_lr:.2e}"),
         (
             "predicted loss",
-            f"{plan.predicted_loss:.3f} nats/token on the fit's data (MassiveText), not yours",
+            f"{plan.predicted_loss:.3f} nats/token: {plan.predicted_loss_basis}",
         ),
         ("est. time", est),
     ]
     lines = [f"{name:<15} {value}" for name, value in rows]
     c = CHINCHILLA
     lines.append(
-        f"{'context':<15} Chinchilla: {_si(c['params'])} params on {_si(c['tokens'])} tokens, "
+        f"{'context':<15} Chinchilla: {scaling.si(c['params'])} params on {scaling.si(c['tokens'])} tokens, "
         f"{c['flops']:.3g} FLOPs; this plan is {plan.flops / c['flops']:.2g}x that compute"
     )
-    lines += [f"{'note':<15} {note}" for note in _notes(plan)]
+    lines += [f"{'note':<15} {note}" for note in _notes(plan, law)]
     return "\n".join(lines)
