@@ -1,5 +1,5 @@
 """FlashAttention-2, the host side: tile configs and autotuning, launches, custom ops, autograd, and
-`flash_attention(q, k, v, causal, sm_scale)`. The Triton kernels and the algorithm are in
+`flash_attention(q, k, v, causal, sm_scale, key_mask=...)`. The Triton kernels and the algorithm are in
 `kernels/flash_kernels.py`.
 
 Each call is planned as `Launch`es (kernel, grid, arguments, compile-time constants) before it runs, so the
@@ -59,7 +59,7 @@ def _prune(resident: str, streamed: str, acc_tiles: int) -> Callable[..., list[t
     return prune
 
 
-KEY = ["HEAD_DIM", "CAUSAL", "DOT", "q_bucket", "k_bucket"]  # the autotuner adds the tensors' dtypes
+KEY = ["HEAD_DIM", "CAUSAL", "DOT", "HAS_KB", "q_bucket", "k_bucket"]  # the autotuner adds the tensors' dtypes
 
 
 def _tuning_bench(kernel_call: Callable[[], None], quantiles: tuple[float, ...]) -> list[float]:
@@ -142,15 +142,25 @@ def dot_mode(q: Tensor, gpu: bool | None = None) -> str:
 
 
 def forward_launch(
-    q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, causal: bool, sm_scale: float, gpu: bool | None = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    lse: Tensor,
+    causal: bool,
+    sm_scale: float,
+    gpu: bool | None = None,
+    key_bias: Tensor | None = None,
 ) -> Launch:
-    """The forward's launch: q, k, v (B, H|Hkv, T, D) with unit last stride, o contiguous, lse (B, H, Tq)."""
+    """The forward's launch: q, k, v (B, H|Hkv, T, D) with unit last stride, o contiguous, lse (B, H, Tq);
+    key_bias (B, Tk) fp32 contiguous, 0 or -inf (see `key_bias`), or None."""
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     gpu = q.is_cuda if gpu is None else gpu
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3])
-    args = (q, k, v, o, lse, *strides, sm_scale * LOG2E, H, H // Hkv, Tq, Tk, _bucket(Tq), _bucket(Tk))
-    consts = {"HEAD_DIM": D, "CAUSAL": causal, "DOT": dot_mode(q, gpu)}
+    kb = lse if key_bias is None else key_bias  # without HAS_KB the kernel never reads it
+    args = (q, k, v, o, lse, kb, *strides, sm_scale * LOG2E, H, H // Hkv, Tq, Tk, _bucket(Tq), _bucket(Tk))
+    consts = {"HEAD_DIM": D, "CAUSAL": causal, "DOT": dot_mode(q, gpu), "HAS_KB": key_bias is not None}
     return Launch(_attn_fwd, _attn_fwd_tuned, "BLOCK_M", Tq, B * H, args, consts, gpu)
 
 
@@ -169,14 +179,16 @@ def backward_launches(
     sm_scale: float,
     atomic_dq: bool = False,
     gpu: bool | None = None,
+    key_bias: Tensor | None = None,
 ) -> list[Launch]:
     """The backward's launches on contiguous tensors: the delta preprocess, dK/dV, then dQ; with atomic_dq,
     dK/dV also adds dq into `dq` (fp32, zeroed) and there is no dQ launch."""
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     gpu = q.is_cuda if gpu is None else gpu
-    rest = (lse, delta, sm_scale, sm_scale * LOG2E, H, H // Hkv, Tq, Tk, _bucket(Tq), _bucket(Tk))
-    consts = {"HEAD_DIM": D, "CAUSAL": causal, "DOT": dot_mode(q, gpu)}
+    kb = lse if key_bias is None else key_bias
+    rest = (lse, delta, kb, sm_scale, sm_scale * LOG2E, H, H // Hkv, Tq, Tk, _bucket(Tq), _bucket(Tk))
+    consts = {"HEAD_DIM": D, "CAUSAL": causal, "DOT": dot_mode(q, gpu), "HAS_KB": key_bias is not None}
     pre = {"HEAD_DIM": D, "BLOCK_M": 64}
     dkdv_args, dq_args = (q, k, v, do, dk, dv, dq, *rest), (q, k, v, do, dq, *rest)
     launches = [
@@ -197,13 +209,24 @@ def backward_launches(
     return launches
 
 
-def _attention_forward(q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float) -> tuple[Tensor, Tensor]:
+def key_bias(key_mask: Tensor | None) -> Tensor | None:
+    """(B, Tk) bool, True = a real key -> (B, Tk) fp32: 0 for a real key, -inf for padding (added to the
+    scores in log2 units, so a padded key gets probability exactly 0)."""
+    if key_mask is None:
+        return None
+    zero = torch.zeros((), dtype=torch.float32, device=key_mask.device)
+    return torch.where(key_mask, zero, float("-inf")).contiguous()
+
+
+def _attention_forward(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, key_mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """o (B, H, Tq, D) contiguous, lse (B, H, Tq) fp32 in log2 units. q, k, v may be strided (cache views)."""
     B, H, Tq, D = q.shape
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     o = torch.empty((B, H, Tq, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, Tq), dtype=torch.float32, device=q.device)
-    forward_launch(q, k, v, o, lse, causal, sm_scale).run()
+    forward_launch(q, k, v, o, lse, causal, sm_scale, key_bias=key_bias(key_mask)).run()
     return o, lse
 
 
@@ -217,6 +240,7 @@ def _attention_backward(
     causal: bool,
     sm_scale: float,
     deterministic: bool = True,
+    key_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv): contiguous, the inputs' shapes and dtype. Works on contiguous copies of its inputs.
     deterministic=False: dq by atomic adds (fewer matmuls; the last bits vary from run to run)."""
@@ -224,7 +248,10 @@ def _attention_backward(
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     dq = torch.empty_like(q) if deterministic else torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     delta = torch.empty_like(lse)  # (B, H, Tq) fp32
-    for launch in backward_launches(do, q, k, v, o, lse, delta, dq, dk, dv, causal, sm_scale, not deterministic):
+    bias = key_bias(key_mask)
+    for launch in backward_launches(
+        do, q, k, v, o, lse, delta, dq, dk, dv, causal, sm_scale, not deterministic, key_bias=bias
+    ):
         launch.run()
     return dq.to(q.dtype), dk, dv
 
@@ -232,15 +259,17 @@ def _attention_backward(
 # ----------------------------------------------------------------------------- custom ops + autograd
 @torch.library.custom_op("cgpt::flash_attn_fwd", mutates_args=())
 def flash_attn_fwd(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, deterministic: bool
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, deterministic: bool, key_mask: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """The forward as an opaque op for torch.compile: returns (o, lse), lse in log2 units. `deterministic`
     is for the backward (it is recorded here so that autograd can hand it on)."""
-    return _attention_forward(q, k, v, causal, sm_scale)
+    return _attention_forward(q, k, v, causal, sm_scale, key_mask)
 
 
 @flash_attn_fwd.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, deterministic: bool) -> tuple[Tensor, Tensor]:
+def _(
+    q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, deterministic: bool, key_mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     B, H, Tq, D = q.shape
     return q.new_empty((B, H, Tq, D)), q.new_empty((B, H, Tq), dtype=torch.float32)
 
@@ -256,9 +285,10 @@ def flash_attn_bwd(
     causal: bool,
     sm_scale: float,
     deterministic: bool,
+    key_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The backward as an opaque op: returns (dq, dk, dv)."""
-    return _attention_backward(do, q, k, v, o, lse, causal, sm_scale, deterministic)
+    return _attention_backward(do, q, k, v, o, lse, causal, sm_scale, deterministic, key_mask)
 
 
 @flash_attn_bwd.register_fake
@@ -272,6 +302,7 @@ def _(
     causal: bool,
     sm_scale: float,
     deterministic: bool,
+    key_mask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
@@ -282,15 +313,22 @@ class FlashAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        q: Tensor, k: Tensor, v: Tensor, causal: bool, sm_scale: float, deterministic: bool = True
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        causal: bool,
+        sm_scale: float,
+        deterministic: bool = True,
+        key_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        _check_inputs(q, k, v)
-        return flash_attn_fwd(q, k, v, causal, sm_scale, deterministic)
+        _check_inputs(q, k, v, key_mask)
+        return flash_attn_fwd(q, k, v, causal, sm_scale, deterministic, key_mask)
 
     @staticmethod
     def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: tuple) -> None:
-        q, k, v, causal, sm_scale, deterministic = inputs
+        q, k, v, causal, sm_scale, deterministic, *rest = inputs
         o, lse = output
+        ctx.key_mask = rest[0] if rest else None  # a bool mask: no gradient, not saved for autograd
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.causal, ctx.sm_scale, ctx.deterministic = causal, sm_scale, deterministic
         ctx.mark_non_differentiable(lse)
@@ -300,14 +338,14 @@ class FlashAttention(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, do: Tensor, dlse: Tensor | None
     ) -> tuple[Tensor | None, ...]:
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = flash_attn_bwd(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale, ctx.deterministic)
-        return dq, dk, dv, None, None, None
+        dq, dk, dv = flash_attn_bwd(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale, ctx.deterministic, ctx.key_mask)
+        return dq, dk, dv, None, None, None, None
 
 
 flash_attn_fwd.register_autograd(FlashAttention.backward, setup_context=FlashAttention.setup_context)
 
 
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None) -> None:
     if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
         raise ValueError(
             f"expected q (B, H, Tq, D) and k, v (B, Hkv, Tk, D), got q {tuple(q.shape)}, "
@@ -325,18 +363,32 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"dtypes q {q.dtype}, k {k.dtype}, v {v.dtype}: need one of {SUPPORTED_DTYPES} for all")
     if k.device != q.device or v.device != q.device:
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if key_mask is not None and (
+        key_mask.dtype != torch.bool or tuple(key_mask.shape) != (B, Tk) or key_mask.device != q.device
+    ):
+        raise ValueError(
+            f"key_mask: expected a bool (B, Tk) = ({B}, {Tk}) tensor on {q.device}, got {key_mask.dtype} "
+            f"{tuple(key_mask.shape)} on {key_mask.device}"
+        )
     if not q.is_cuda and isinstance(_attn_fwd, triton.JITFunction):  # compiled kernels need a GPU
         raise ValueError(f"tensors on {q.device} need Triton's CPU interpreter: set TRITON_INTERPRET=1 before import")
 
 
 def flash_attention(
-    q: Tensor, k: Tensor, v: Tensor, causal: bool = True, sm_scale: float | None = None, deterministic: bool = True
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    causal: bool = True,
+    sm_scale: float | None = None,
+    deterministic: bool = True,
+    key_mask: Tensor | None = None,
 ) -> Tensor:
-    """Exact attention softmax(q k^T * scale [+ causal mask]) v, fused. q: (B, H, Tq, D);
+    """Exact attention softmax(q k^T * scale [+ causal mask] [+ key padding]) v, fused. q: (B, H, Tq, D);
     k, v: (B, Hkv, Tk, D) with H % Hkv == 0; D in SUPPORTED_HEAD_DIMS; scale defaults to 1/sqrt(D).
-    Returns (B, H, Tq, D) in q's dtype; differentiable in q, k, v. deterministic=False computes dq with
-    FlashAttention-2's atomic adds (5 block matmuls in the backward instead of 7; the last bits of dq vary
-    between runs). Raises ValueError on unsupported inputs."""
-    _check_inputs(q, k, v)
+    key_mask: (B, Tk) bool, True = a real key; padded keys get no weight from any query, and a query whose
+    visible keys are all padding gets output 0. Returns (B, H, Tq, D) in q's dtype; differentiable in q, k, v.
+    deterministic=False computes dq with FlashAttention-2's atomic adds (5 block matmuls in the backward
+    instead of 7; the last bits of dq vary between runs). Raises ValueError on unsupported inputs."""
+    _check_inputs(q, k, v, key_mask)
     scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
-    return flash_attn_fwd(q, k, v, causal, scale, deterministic)[0]
+    return flash_attn_fwd(q, k, v, causal, scale, deterministic, key_mask)[0]

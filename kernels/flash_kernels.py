@@ -26,6 +26,11 @@ h // (H // Hkv)), Tq, Tk query and key lengths, D head size. Queries are the *la
 causal mask is bottom-right aligned - query i sees key j <= i + Tk - Tq - exactly as `kernels/reference.py`.
 A query row that sees no key (only when Tq > Tk) gets output 0 and gradient 0: masks are -inf, with guards.
 
+Key padding (HAS_KB): a per-key additive bias KB (B, Tk), 0 for a real key and -inf for padding, hides padded
+keys from every query - with or without the causal mask (fine-tuning on padded batches, bidirectional
+attention for token classification). Every key block then takes the masked path, since padding can sit in any
+block; a row whose keys are all padding gets output 0, like a row that sees no key.
+
 Numerics: fp32, fp16 and bf16 inputs, fp32 accumulation. fp32 inputs get fp32-accurate dots (tf32x3) unless
 `torch.backends.cuda.matmul.allow_tf32` asks for tf32, as PyTorch's own matmuls do (Triton's default would be
 tf32, about 3 significant digits, silently). The interpreter computes bf16 `tl.dot` wrongly (triton#11584),
@@ -55,10 +60,11 @@ def _dot(a, b, DOT: tl.constexpr):
 
 
 @triton.jit
-def _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, lo, hi, qk_scale, seqlen_k, diag,
+def _attn_fwd_inner(acc, l_i, m_i, q, K, V, KB, stride_kn, stride_vn, offs_m, lo, hi, qk_scale, seqlen_k, diag,
                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
-                    DOT: tl.constexpr):
-    """Fold key blocks [lo, hi) into the running (acc, l_i, m_i). MASKED blocks check bounds and causality."""
+                    DOT: tl.constexpr, HAS_KB: tl.constexpr):
+    """Fold key blocks [lo, hi) into the running (acc, l_i, m_i). MASKED blocks check bounds, causality and
+    key padding (KB: this batch row's key bias)."""
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     for start_n in range(lo, hi, BLOCK_N):
@@ -77,6 +83,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, lo, hi
             if CAUSAL:
                 visible = visible & (offs_n[None, :] <= offs_m[:, None] + diag)
             s = tl.where(visible, s, float("-inf"))
+            if HAS_KB:
+                s += tl.load(KB + offs_n, mask=offs_n < seqlen_k, other=float("-inf"))[None, :]
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)  # no visible key yet: avoid -inf - -inf
         else:
@@ -91,7 +99,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, lo, hi
 
 
 @triton.jit
-def _kv_range(start_m, seqlen_k, diag, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+def _kv_range(start_m, seqlen_k, diag, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+              HAS_KB: tl.constexpr):
     """Key ranges for a query block: [0, n_full) every row sees; [n_full, n_end) needs the mask."""
     if CAUSAL:
         n_full = tl.maximum(start_m + diag + 1, 0) // BLOCK_N * BLOCK_N  # row start_m sees j <= start_m+diag
@@ -99,16 +108,18 @@ def _kv_range(start_m, seqlen_k, diag, BLOCK_M: tl.constexpr, BLOCK_N: tl.conste
     else:
         n_full = seqlen_k // BLOCK_N * BLOCK_N
         n_end = seqlen_k
+    if HAS_KB:  # padding may sit in any key block
+        n_full = 0
     return n_full, n_end
 
 
 @triton.jit
-def _attn_fwd(Q, K, V, Out, LSE,
+def _attn_fwd(Q, K, V, Out, LSE, KB,
               stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
               stride_vb, stride_vh, stride_vn,
               qk_scale, n_heads, n_rep, seqlen_q, seqlen_k, q_bucket, k_bucket,  # buckets: autotune key only
               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-              DOT: tl.constexpr):
+              DOT: tl.constexpr, HAS_KB: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_bh = tl.program_id(1)
     off_b = (off_bh // n_heads).to(tl.int64)
@@ -121,14 +132,15 @@ def _attn_fwd(Q, K, V, Out, LSE,
     q = tl.load(q_ptrs, mask=row_ok, other=0.0)  # (BLOCK_M, D)
     K += off_b * stride_kb + (off_h // n_rep) * stride_kh
     V += off_b * stride_vb + (off_h // n_rep) * stride_vh
+    KB += off_b * seqlen_k  # (B, Tk) contiguous; not read without HAS_KB
     m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    n_full, n_end = _kv_range(start_m, seqlen_k, diag, BLOCK_M, BLOCK_N, CAUSAL)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, 0, n_full, qk_scale,
-                                    seqlen_k, diag, HEAD_DIM, BLOCK_N, False, CAUSAL, DOT)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, stride_kn, stride_vn, offs_m, n_full, n_end,
-                                    qk_scale, seqlen_k, diag, HEAD_DIM, BLOCK_N, True, CAUSAL, DOT)
+    n_full, n_end = _kv_range(start_m, seqlen_k, diag, BLOCK_M, BLOCK_N, CAUSAL, HAS_KB)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, KB, stride_kn, stride_vn, offs_m, 0, n_full,
+                                    qk_scale, seqlen_k, diag, HEAD_DIM, BLOCK_N, False, CAUSAL, DOT, HAS_KB)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, K, V, KB, stride_kn, stride_vn, offs_m, n_full, n_end,
+                                    qk_scale, seqlen_k, diag, HEAD_DIM, BLOCK_N, True, CAUSAL, DOT, HAS_KB)
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)  # a row with no visible key: output 0, lse +inf (so p = 0)
     lse = tl.where(l_i == 0.0, float("inf"), m_i + tl.math.log2(l_safe))
     o_ptrs = Out + off_bh.to(tl.int64) * seqlen_q * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :]
@@ -150,10 +162,11 @@ def _attn_bwd_preprocess(Out, DO, DELTA, seqlen_q, HEAD_DIM: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DQ, offs_n, lo, hi, qk_scale, sm_scale, seqlen_q,
+def _attn_bwd_dkdv_inner(dk, dv, k, v, kb, Q, DO, LSE, DELTA, DQ, offs_n, lo, hi, qk_scale, sm_scale, seqlen_q,
                          diag, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
-                         DOT: tl.constexpr, ATOMIC_DQ: tl.constexpr):
-    """Accumulate dk, dv of one resident key block over query blocks [lo, hi) of one query head. ATOMIC_DQ:
+                         DOT: tl.constexpr, ATOMIC_DQ: tl.constexpr, HAS_KB: tl.constexpr):
+    """Accumulate dk, dv of one resident key block over query blocks [lo, hi) of one query head. kb: the
+    block's key bias (BLOCK_N,), with HAS_KB. ATOMIC_DQ:
     also add this key block's share of dq (ds k * scale) into the fp32 rows at DQ, FlashAttention-2's way:
     5 block matmuls instead of 7 (no separate dQ pass), at the price of atomic adds whose order varies."""
     offs_m0 = tl.arange(0, BLOCK_M)
@@ -168,6 +181,8 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DQ, offs_n, lo, hi, qk
         sT = _dot(k, qT, DOT) * qk_scale  # (BLOCK_N, BLOCK_M)
         if MASKED:
             sT = tl.where(offs_n[:, None] <= offs_m[None, :] + diag, sT, float("-inf"))
+        if HAS_KB:
+            sT += kb[:, None]
         pT = tl.math.exp2(sT - lse[None, :])
         dv += _dot(pT, do, DOT)
         dpT = _dot(v, tl.trans(do), DOT)
@@ -180,9 +195,9 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, Q, DO, LSE, DELTA, DQ, offs_n, lo, hi, qk
 
 
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, DQ, LSE, DELTA, sm_scale, qk_scale, n_heads, n_rep, seqlen_q, seqlen_k,
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, DQ, LSE, DELTA, KB, sm_scale, qk_scale, n_heads, n_rep, seqlen_q, seqlen_k,
                    q_bucket, k_bucket, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   CAUSAL: tl.constexpr, DOT: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+                   CAUSAL: tl.constexpr, DOT: tl.constexpr, ATOMIC_DQ: tl.constexpr, HAS_KB: tl.constexpr):
     start_n = tl.program_id(0) * BLOCK_N
     off_bhkv = tl.program_id(1).to(tl.int64)  # b * Hkv + hkv; every tensor here is contiguous
     off_b = off_bhkv // (n_heads // n_rep)
@@ -193,6 +208,9 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, DQ, LSE, DELTA, sm_scale, qk_scale, n_he
     col_ok = offs_n[:, None] < seqlen_k  # keys past Tk only pollute their own (unstored) rows of dk, dv
     k = tl.load(K + kv_offs, mask=col_ok, other=0.0)  # (BLOCK_N, D)
     v = tl.load(V + kv_offs, mask=col_ok, other=0.0)
+    kb = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if HAS_KB:
+        kb = tl.load(KB + off_b * seqlen_k + offs_n, mask=offs_n < seqlen_k, other=float("-inf"))
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     diag = seqlen_k - seqlen_q
@@ -210,18 +228,20 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, DQ, LSE, DELTA, sm_scale, qk_scale, n_he
         q_base = off_bh * seqlen_q * HEAD_DIM
         Qh, DOh, DQh = Q + q_base, DO + q_base, DQ + q_base
         LSEh, DELTAh = LSE + off_bh * seqlen_q, DELTA + off_bh * seqlen_q
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQh, offs_n, m_lo, m_full, qk_scale,
-                                      sm_scale, seqlen_q, diag, HEAD_DIM, BLOCK_M, True, DOT, ATOMIC_DQ)
-        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, Qh, DOh, LSEh, DELTAh, DQh, offs_n, m_open, seqlen_q,
-                                      qk_scale, sm_scale, seqlen_q, diag, HEAD_DIM, BLOCK_M, False, DOT, ATOMIC_DQ)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, kb, Qh, DOh, LSEh, DELTAh, DQh, offs_n, m_lo, m_full,
+                                      qk_scale, sm_scale, seqlen_q, diag, HEAD_DIM, BLOCK_M, True, DOT, ATOMIC_DQ,
+                                      HAS_KB)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, kb, Qh, DOh, LSEh, DELTAh, DQh, offs_n, m_open, seqlen_q,
+                                      qk_scale, sm_scale, seqlen_q, diag, HEAD_DIM, BLOCK_M, False, DOT, ATOMIC_DQ,
+                                      HAS_KB)
     tl.store(DK + kv_offs, (dk * sm_scale).to(DK.dtype.element_ty), mask=col_ok)
     tl.store(DV + kv_offs, dv.to(DV.dtype.element_ty), mask=col_ok)
 
 
 @triton.jit
-def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, lo, hi, qk_scale, seqlen_k, diag,
+def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, KB, offs_m, lo, hi, qk_scale, seqlen_k, diag,
                        HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-                       CAUSAL: tl.constexpr, DOT: tl.constexpr):
+                       CAUSAL: tl.constexpr, DOT: tl.constexpr, HAS_KB: tl.constexpr):
     """Accumulate dq of one resident query block over key blocks [lo, hi)."""
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -240,6 +260,8 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, lo, hi, qk_scale, se
             if CAUSAL:
                 visible = visible & (offs_n[None, :] <= offs_m[:, None] + diag)
             s = tl.where(visible, s, float("-inf"))
+            if HAS_KB:
+                s += tl.load(KB + offs_n, mask=offs_n < seqlen_k, other=float("-inf"))[None, :]
         p = tl.math.exp2(s - lse[:, None])
         ds = p * (_dot(do, vT, DOT) - delta[:, None])
         dq += _dot(ds, tl.trans(kT), DOT)
@@ -247,9 +269,9 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, lo, hi, qk_scale, se
 
 
 @triton.jit
-def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, n_heads, n_rep, seqlen_q, seqlen_k,
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, KB, sm_scale, qk_scale, n_heads, n_rep, seqlen_q, seqlen_k,
                  q_bucket, k_bucket, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 CAUSAL: tl.constexpr, DOT: tl.constexpr):
+                 CAUSAL: tl.constexpr, DOT: tl.constexpr, HAS_KB: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     off_bh = tl.program_id(1).to(tl.int64)
     off_bhkv = (off_bh // n_heads) * (n_heads // n_rep) + (off_bh % n_heads) // n_rep
@@ -263,13 +285,14 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, sm_scale, qk_scale, n_heads, n_rep
     delta = tl.load(DELTA + off_bh * seqlen_q + offs_m, mask=row_ok, other=0.0)
     K += off_bhkv * seqlen_k * HEAD_DIM
     V += off_bhkv * seqlen_k * HEAD_DIM
+    KB += (off_bh // n_heads) * seqlen_k
     diag = seqlen_k - seqlen_q
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    n_full, n_end = _kv_range(start_m, seqlen_k, diag, BLOCK_M, BLOCK_N, CAUSAL)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, 0, n_full, qk_scale, seqlen_k, diag,
-                            HEAD_DIM, BLOCK_N, False, CAUSAL, DOT)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, offs_m, n_full, n_end, qk_scale, seqlen_k, diag,
-                            HEAD_DIM, BLOCK_N, True, CAUSAL, DOT)
+    n_full, n_end = _kv_range(start_m, seqlen_k, diag, BLOCK_M, BLOCK_N, CAUSAL, HAS_KB)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, KB, offs_m, 0, n_full, qk_scale, seqlen_k, diag,
+                            HEAD_DIM, BLOCK_N, False, CAUSAL, DOT, HAS_KB)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, K, V, KB, offs_m, n_full, n_end, qk_scale, seqlen_k, diag,
+                            HEAD_DIM, BLOCK_N, True, CAUSAL, DOT, HAS_KB)
     tl.store(DQ + q_offs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 

@@ -40,11 +40,13 @@ def attention_reference(
     v: torch.Tensor,
     causal: bool = True,
     sm_scale: float | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Attention by the definition. q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D) with H % Hkv == 0.
+    """Attention by the definition. q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D) with H % Hkv == 0; key_mask:
+    (B, Tk) bool, True = a real key (padded keys are hidden from every query).
 
     Computes in the inputs' dtype; pass float64 tensors for an oracle. A query row that can see no key at all
-    (only possible when Tq > Tk) gets zeros rather than NaN.
+    (Tq > Tk, or only padding in view) gets zeros rather than NaN.
     """
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
@@ -53,10 +55,9 @@ def attention_reference(
     scale = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
     k, v = repeat_kv(k, H // Hkv), repeat_kv(v, H // Hkv)
     att = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
-    if causal:
-        allowed = causal_mask(Tq, Tk, q.device)
-        att = att.masked_fill(~allowed, float("-inf"))
-        att = torch.softmax(att, dim=-1).nan_to_num(0.0)  # fully masked rows -> zeros
-    else:
-        att = torch.softmax(att, dim=-1)
+    allowed = causal_mask(Tq, Tk, q.device) if causal else torch.ones(Tq, Tk, dtype=torch.bool, device=q.device)
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, None, :]  # (B, 1, Tq, Tk)
+    att = att.masked_fill(~allowed, float("-inf"))
+    att = torch.softmax(att, dim=-1).nan_to_num(0.0)  # fully masked rows -> zeros
     return att @ v  # (B, H, Tq, D)

@@ -1,4 +1,5 @@
-"""Causal self-attention with grouped-query heads, and the one seam to the attention kernels.
+"""Self-attention with grouped-query heads - causal, or bidirectional for fine-tuned encoders - and the one
+seam to the attention kernels.
 
 Backends (config.attention):
 - `naive`: the explicit masked softmax below - the readable reference and the model's test oracle;
@@ -84,7 +85,9 @@ def naive_attention(
     return dropout(att) @ v  # (B, H, T, D)
 
 
-class CausalSelfAttention(nn.Module):
+class SelfAttention(nn.Module):
+    """Multi-head (grouped-query) self-attention; causal unless config.attention_mask is "bidirectional"."""
+
     def __init__(self, config: GPTConfig, layer_idx: int) -> None:
         super().__init__()
         self.n_head, self.n_kv_head, self.head_size = config.n_head, config.n_kv_head, config.head_size
@@ -96,6 +99,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout_p = config.dropout
         self.fused_rope = "rope" in config.fused
+        self.causal = config.attention_mask == "causal"  # else bidirectional: every real key, both sides
 
     def forward(
         self,
@@ -115,6 +119,8 @@ class CausalSelfAttention(nn.Module):
             q = apply_rope(q, *rope, fused=self.fused_rope)
             k = apply_rope(k, *rope, fused=self.fused_rope)
         if cache is not None:
+            if not self.causal:
+                raise BackendError("a KV cache is for causal decoding; this model's attention is bidirectional")
             k, v = cache.update(self.layer_idx, k, v)  # (B, Hkv, Tk, D)
         y = self._attend(q, k, v, backend, padding_mask)  # (B, H, T, D)
         y = rearrange(y, "b h t d -> b t (h d)")  # (B, T, C): merge the heads again
@@ -125,14 +131,15 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         T, Tk = q.shape[2], k.shape[2]
         if backend == "triton":
-            if padding_mask is not None:
-                raise BackendError("attention='triton' does not take a padding mask; use 'sdpa' or 'naive'")
             from kernels.flash import flash_attention
 
-            return flash_attention(q, k, v, causal=True)
+            return flash_attention(q, k, v, causal=self.causal, key_mask=padding_mask)
         mask = None
         if padding_mask is not None or T != Tk or backend == "naive":
-            mask = causal_mask(T, Tk, q.device)  # (T, Tk), bottom-right aligned when T < Tk
+            if self.causal:
+                mask = causal_mask(T, Tk, q.device)  # (T, Tk), bottom-right aligned when T < Tk
+            else:
+                mask = torch.ones(T, Tk, dtype=torch.bool, device=q.device)
             if padding_mask is not None:
                 # (B, 1, T, Tk): real keys only; every query keeps itself so no row is empty (no NaN).
                 itself = torch.arange(Tk, device=q.device)[None, :] == torch.arange(T, device=q.device)[:, None] + (
@@ -143,5 +150,11 @@ class CausalSelfAttention(nn.Module):
             return naive_attention(q, k, v, mask, self.attn_dropout)
         p = self.dropout_p if self.training else 0.0
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None, enable_gqa=self.n_kv_head != self.n_head
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=p,
+            is_causal=mask is None and self.causal,
+            enable_gqa=self.n_kv_head != self.n_head,
         )

@@ -14,6 +14,9 @@ MLP_KINDS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("learned", "rope")
 ATTENTION_BACKENDS = ("auto", "naive", "sdpa", "triton")
+# Which keys a token attends to: causal (a language model) or bidirectional (every real token of the sequence:
+# a fine-tuned encoder for classification and tagging; Li et al. 2023, "Label Supervised LLaMA", arXiv 2310.01208)
+ATTENTION_MASKS = ("causal", "bidirectional")
 # Fused Triton kernels (kernels/) that can replace a PyTorch piece of the model, each tested against it.
 FUSED_KERNELS = ("norm", "rope", "swiglu", "cross_entropy")
 # The data a task head trains on (model/heads.py), and the perturbations of the embedding output
@@ -52,6 +55,7 @@ class GPTConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     attention: str = "auto"
+    attention_mask: str = "causal"  # bidirectional only for fine-tuned classifiers and taggers
     fused: tuple[str, ...] = field(default=())  # subset of FUSED_KERNELS
     norm_eps: float = 1e-5
 
@@ -73,6 +77,9 @@ class GPTConfig:
         _check(self.norm in NORMS, "norm", self.norm, f"one of {NORMS}")
         _check(self.positions in POSITIONS, "positions", self.positions, f"one of {POSITIONS}")
         _check(self.attention in ATTENTION_BACKENDS, "attention", self.attention, f"one of {ATTENTION_BACKENDS}")
+        _check(
+            self.attention_mask in ATTENTION_MASKS, "attention_mask", self.attention_mask, f"one of {ATTENTION_MASKS}"
+        )
         _check(self.rope_theta > 0, "rope_theta", self.rope_theta, "a positive number")
         if self.positions == "rope":
             _check(self.head_size % 2 == 0, "n_embd", self.n_embd, "n_embd / n_head even for rotary positions")

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.attention import CausalSelfAttention, resolve_backend
+from model.attention import SelfAttention, resolve_backend
 from model.cache import KVCache
-from model.config import GPTConfig
+from model.config import ConfigError, GPTConfig
 from model.layers import Block, make_norm, residual_std, rope_tables
 
 
@@ -31,7 +31,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, C),
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config, CausalSelfAttention(config, i)) for i in range(config.n_layer)]),
+                h=nn.ModuleList([Block(config, SelfAttention(config, i)) for i in range(config.n_layer)]),
                 ln_f=make_norm(config),
             )
         )
@@ -181,5 +181,8 @@ class GPT(nn.Module):
     ) -> Iterator[torch.Tensor]:
         """Like `generate`, but yields each new (B, 1) token as soon as it is sampled."""
         from model.generate import stream_tokens
+
+        if self.config.attention_mask != "causal":  # each token would have seen its successors in training
+            raise ConfigError(f"attention_mask={self.config.attention_mask!r}: only a causal model generates text")
 
         return stream_tokens(self, idx, max_new_tokens, temperature, top_k, top_p, use_cache, generator, stop_token)

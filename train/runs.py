@@ -128,7 +128,10 @@ def load_finetuned(
     state, path = opened.state, opened.checkpoint
     if not opened.finetuned or "finetune" not in state:
         raise CgptError(f"{path}: not a fine-tuned checkpoint (no head); pass a run made by `cgpt finetune`")
-    ft = FinetuneConfig.from_dict(state["finetune"])
+    # runs from before --attention-mask were causal: take the mask the backbone was built with
+    ft = FinetuneConfig.from_dict(
+        {"attention_mask": state["model_config"].get("attention_mask", "causal"), **state["finetune"]}
+    )
     check_user_head(ft.head_spec, head_class, path)
     labels = None if state["labels"] is None else LabelSet(tuple(state["labels"]))
     backbone = GPT(GPTConfig.from_dict(state["model_config"]))

@@ -45,18 +45,26 @@ def _forward_backward(
 
 
 def _check(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, causal: bool, deterministic: bool = True
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    do: torch.Tensor,
+    causal: bool,
+    deterministic: bool = True,
+    key_mask: torch.Tensor | None = None,
 ) -> None:
     """Ours vs float64; for 16-bit inputs the allowed error is 3x that of the same-dtype reference."""
     from kernels.flash import flash_attention
 
-    ours = _forward_backward(functools.partial(flash_attention, deterministic=deterministic), q, k, v, do, causal)
-    exact = _forward_backward(attention_reference, q, k, v, do, causal, torch.float64)
+    fast = functools.partial(flash_attention, deterministic=deterministic, key_mask=key_mask)
+    reference = functools.partial(attention_reference, key_mask=key_mask)
+    ours = _forward_backward(fast, q, k, v, do, causal)
+    exact = _forward_backward(reference, q, k, v, do, causal, torch.float64)
     if q.dtype == torch.float32:
         for name, a, b in zip(("o", "dq", "dk", "dv"), ours, exact, strict=True):
             torch.testing.assert_close(a.double(), b, rtol=FP32_TOL, atol=FP32_TOL, msg=lambda m, n=name: f"{n}: {m}")
         return
-    same_dtype = _forward_backward(attention_reference, q, k, v, do, causal)
+    same_dtype = _forward_backward(reference, q, k, v, do, causal)
     for name, a, r, b in zip(("o", "dq", "dk", "dv"), ours, same_dtype, exact, strict=True):
         err, ref_err = (a.double() - b).abs().max().item(), (r.double() - b).abs().max().item()
         assert err <= 3 * ref_err + ATOL[q.dtype], f"{name}: error {err:.2e}, PyTorch's {ref_err:.2e}"
@@ -119,6 +127,72 @@ def test_fully_masked_rows_give_zeros_not_nan() -> None:
     assert all(torch.isfinite(x).all() for x in (o, dq, dk, dv))
     assert o[:, :, :60].abs().max() == 0 and dq[:, :, :60].abs().max() == 0
     _check(q, k, v, do, causal=True)
+
+
+def _key_mask(kind: str, B: int, Tk: int, seed: int = 0) -> torch.Tensor:
+    """(B, Tk) bool: each row's real keys. right/left: padding after/before lengths spread over 1..Tk (the
+    last row unpadded); random: any pattern, at least one real key per row."""
+    lengths = torch.linspace(1, Tk, B).round().long()  # (B,)
+    pos = torch.arange(Tk)[None, :]
+    if kind == "right":
+        mask = pos < lengths[:, None]
+    elif kind == "left":
+        mask = pos >= Tk - lengths[:, None]
+    else:
+        mask = torch.rand(B, Tk, generator=torch.Generator().manual_seed(seed)) < 0.6
+        mask[:, 0] = True
+    return mask.to(DEVICE)
+
+
+@pytest.mark.parametrize(
+    "kind, B, H, Hkv, T, D, dtype, causal",
+    [
+        ("right", 3, 2, 2, 100, 32, torch.float32, False),  # bidirectional fine-tuning on right-padded batches
+        ("right", 3, 2, 1, 100, 32, torch.float32, True),
+        ("left", 3, 2, 2, 70, 64, torch.float32, True),  # causal + left padding: early rows see no real key
+        ("left", 2, 2, 2, 130, 16, torch.float32, False),
+        ("random", 2, 4, 2, 65, 32, torch.float32, False),  # GQA, padding inside blocks
+        ("right", 2, 2, 2, 100, 64, torch.bfloat16, False),
+        ("left", 2, 2, 1, 100, 32, torch.float16, True),
+    ],
+)
+def test_key_padding_mask_matches_reference(
+    kind: str, B: int, H: int, Hkv: int, T: int, D: int, dtype: torch.dtype, causal: bool
+) -> None:
+    """key_mask hides padded keys from every query, causal or not; forward and backward vs float64."""
+    q, k, v, do = _inputs(B, H, Hkv, T, T, D, dtype, seed=7)
+    _check(q, k, v, do, causal, key_mask=_key_mask(kind, B, T))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_key_padding_mask_with_atomic_dq(causal: bool) -> None:
+    q, k, v, do = _inputs(2, 2, 1, 90, 90, 32, torch.float32, seed=3)
+    _check(q, k, v, do, causal, deterministic=False, key_mask=_key_mask("random", 2, 90, seed=3))
+
+
+def test_padded_keys_get_no_weight_and_no_gradient() -> None:
+    """Changing a padded key or value changes nothing; its dk, dv are exactly zero."""
+    from kernels.flash import flash_attention
+
+    q, k, v, do = _inputs(2, 2, 2, 80, 80, 32, torch.float32, seed=1)
+    mask = _key_mask("right", 2, 80)
+    o, _, dk, dv = _forward_backward(functools.partial(flash_attention, key_mask=mask), q, k, v, do, causal=False)
+    k2, v2 = k.clone(), v.clone()
+    k2[~mask[:, None, :, None].expand_as(k)] = 100.0
+    v2[~mask[:, None, :, None].expand_as(v)] = -100.0
+    torch.testing.assert_close(flash_attention(q, k2, v2, causal=False, key_mask=mask), o, rtol=0, atol=1e-6)
+    padded = ~mask[:, None, :].expand(-1, 2, -1)  # (B, Hkv, Tk)
+    assert dk[padded].abs().max() == 0 and dv[padded].abs().max() == 0
+
+
+def test_key_mask_is_checked() -> None:
+    from kernels.flash import flash_attention
+
+    q, k, v, _ = _inputs(2, 2, 2, 20, 20, 16, torch.float32)
+    with pytest.raises(ValueError, match="key_mask"):
+        flash_attention(q, k, v, key_mask=torch.ones(2, 19, dtype=torch.bool, device=DEVICE))
+    with pytest.raises(ValueError, match="key_mask"):
+        flash_attention(q, k, v, key_mask=torch.ones(2, 20, device=DEVICE))
 
 
 def test_strided_inputs_and_custom_scale() -> None:
@@ -189,6 +263,11 @@ def test_custom_ops_pass_opcheck() -> None:
     for deterministic in (True, False):
         args = (do, q.detach(), k.detach(), v.detach(), o, lse, True, 0.25, deterministic)
         torch.library.opcheck(flash_attn_bwd, args)
+    mask = torch.arange(30, device=DEVICE)[None, :] < 25  # (1, Tk): the last 5 keys are padding
+    torch.library.opcheck(flash_attn_fwd, (q, k, v, False, 0.25, True, mask))
+    o_m, lse_m = flash_attn_fwd(q.detach(), k.detach(), v.detach(), False, 0.25, True, mask)
+    args = (do, q.detach(), k.detach(), v.detach(), o_m, lse_m, False, 0.25, True, mask)
+    torch.library.opcheck(flash_attn_bwd, args)
     # lse is the row log-sum-exp in base 2 (the last row sees every key)
     logits = (q[0, :, -1] @ k[0, 0].T).detach() * 0.25
     torch.testing.assert_close(lse[0, :, -1], torch.logsumexp(logits, dim=-1) * LOG2E)

@@ -11,7 +11,9 @@ Fine-tuning flags (FinetuneConfig, train/finetune/config.py):
   --freeze SPEC                none | embeddings | bottom:K | all-but-head (a linear probe)
   --layer-decay F              block i trains at lr * F^(n_layer - i), the embeddings at lr * F^(n_layer + 1)
   --adversarial KIND           none | fgm | pgd, with --epsilon (L2 radius), --alpha and --adv-steps (PGD)
-  --dropout P, --attention B   replace the backbone's (default 0.1 and sdpa)
+  --dropout P, --attention B   replace the backbone's (default 0.1 and auto: the Triton kernel on a GPU)
+  --attention-mask M           causal | bidirectional (every real token attends to the whole sequence; not
+                               for --task generate). Default: bidirectional for tag, causal otherwise
   --epochs E                   sets --max-steps unless it is given
   --max-train-examples N, --text-field F, --label-field F, --strict (a too-long text is an error)
 Training flags (TrainConfig) left unset take fine-tuning defaults derived from the data: batch 16, 3 epochs,

@@ -238,9 +238,9 @@ def evaluate_prompts(
 
 
 def load_prompt_model(config: PromptConfig) -> tuple[GPT, Tokenizer]:
-    """The run's language model for scoring: padded batches need attention that takes a padding mask (sdpa) and
-    one rotary position per token and row (the PyTorch rope, not the fused kernel)."""
-    return load_language_model(config.run, config.checkpoint, config.device, attention="sdpa", fused=())
+    """The run's language model for scoring: padded batches need one rotary position per token and row (the
+    PyTorch rope, not the fused kernel); every attention backend takes the padding mask."""
+    return load_language_model(config.run, config.checkpoint, config.device, attention="auto", fused=())
 
 
 def prompt(config: PromptConfig, out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:

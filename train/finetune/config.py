@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from model.config import ATTACKS, ATTENTION_BACKENDS, TASKS, ConfigError
+from model.config import ATTACKS, ATTENTION_BACKENDS, ATTENTION_MASKS, TASKS, ConfigError
 from train.finetune.freezing import check_freeze
 from train.recipe import TrainConfig
 
@@ -28,6 +28,14 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "tag": ("f1",),
     "generate": ("val_loss",),
     "regress": ("mse", "mae", "pearson"),
+}
+# Each task's attention mask when --attention-mask is not given (measured: see README, "Fine-tuning").
+# A generation run is a language model and must stay causal.
+TASK_ATTENTION_MASKS: dict[str, str] = {
+    "classify": "causal",
+    "tag": "bidirectional",
+    "generate": "causal",
+    "regress": "causal",
 }
 METRIC_MODES = {
     "accuracy": "max",
@@ -58,7 +66,8 @@ class FinetuneConfig:
     alpha: float | None = None  # PGD step size; None: 2.5 * epsilon / adv_steps (Madry et al. 2018)
     adv_steps: int = 3  # PGD steps
     dropout: float = 0.1  # replaces the backbone's dropout
-    attention: str = "sdpa"  # the Triton kernel takes no padding mask
+    attention: str = "auto"  # the backbone's attention backend (model/attention.py)
+    attention_mask: str | None = None  # causal | bidirectional; None: the task's (TASK_ATTENTION_MASKS)
     epochs: float = 3.0  # sets max_steps unless --max-steps is given
     max_train_examples: int = 0  # the first N training examples; 0: all
     text_field: str | None = None  # classify/regress: None means "sentence" or "text", whichever is there
@@ -81,6 +90,12 @@ class FinetuneConfig:
             _fail("dropout", self.dropout, "a number in [0, 1)")
         if self.attention not in ATTENTION_BACKENDS:
             _fail("attention", self.attention, f"one of {ATTENTION_BACKENDS}")
+        if self.attention_mask is None:
+            object.__setattr__(self, "attention_mask", TASK_ATTENTION_MASKS[self.task])
+        if self.attention_mask not in ATTENTION_MASKS:
+            _fail("attention_mask", self.attention_mask, f"one of {ATTENTION_MASKS}")
+        if self.task == "generate" and self.attention_mask != "causal":
+            _fail("attention_mask", self.attention_mask, "'causal' for task 'generate' (a language model)")
         if self.epochs <= 0 or self.max_train_examples < 0:
             _fail("epochs/max_train_examples", (self.epochs, self.max_train_examples), "epochs > 0, N >= 0")
 

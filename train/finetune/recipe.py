@@ -63,12 +63,12 @@ from train.runtime.rundir import RunDir
 
 def load_source(source: Source, ft: FinetuneConfig, seed: int) -> tuple[GPT, Tokenizer, str]:
     """(backbone, tokenizer, checkpoint path): the run's weights, or its architecture initialised from `seed`.
-    The backbone takes ft's dropout and attention backend."""
+    The backbone takes ft's dropout, attention backend and attention mask."""
     opened = open_run(source.like if source.run == "scratch" else source.run, source.checkpoint)
     state, path, tokenizer = opened.state, opened.checkpoint, opened.tokenizer
     if opened.finetuned:
         raise CgptError(f"{path}: a fine-tuned checkpoint; start from a pretraining run")
-    overrides = {"dropout": ft.dropout, "attention": ft.attention}
+    overrides = {"dropout": ft.dropout, "attention": ft.attention, "attention_mask": ft.attention_mask}
     if source.run == "scratch":
         model = GPT(GPTConfig.from_dict({**state["model_config"], **overrides}), torch.Generator().manual_seed(seed))
     else:

@@ -80,7 +80,7 @@ def test_classify_from_the_cli_writes_a_self_describing_run(
     assert json.loads((out / "report_test.json").read_text()) == summary["test"]
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["eval_every"] == 3 and config["train"]["restore_best"]  # an epoch is 6 steps
-    assert config["model"]["dropout"] == 0.1 and config["model"]["attention"] == "sdpa"
+    assert config["model"]["dropout"] == 0.1 and config["model"]["attention"] == "auto"
     assert json.loads((out / "labels.json").read_text()) == {"labels": ["0", "1"]}
     pytest.importorskip("matplotlib")
     assert (out / "confusion_test.png").stat().st_size > 0
@@ -96,6 +96,31 @@ def test_tagging_reads_iob1_conll_and_scores_entities(tag_run: Path) -> None:
     assert labels == ["B-LOC", "B-PER", "I-LOC", "I-PER", "O"]  # IOB1 I-X starting an entity became B-X
     assert summary["metric"] == "f1" and {"precision", "recall", "f1", "per_type"} <= set(summary["test"])
     assert summary["test"]["support"] == 8 and summary["test"]["examples"] == 4  # 2 entities x 4 sentences
+
+
+def test_tagging_is_bidirectional_by_default_and_evaluate_reads_it(tag_run: Path, files: Files) -> None:
+    from train.runs import load_finetuned
+
+    config = json.loads((tag_run / "config.json").read_text())
+    assert config["model"]["attention_mask"] == "bidirectional" == config["finetune"]["attention_mask"]
+    fin = load_finetuned(tag_run)
+    attention = fin.model.backbone.transformer.h[0].attn
+    assert fin.model.backbone.config.attention_mask == "bidirectional" and not attention.causal
+    summary = json.loads((tag_run / "summary.json").read_text())
+    assert evaluate(tag_run, files.tag.test)["f1"] == summary["test"]["f1"]
+
+
+def test_attention_mask_defaults_per_task_and_generation_stays_causal(tune: Any, files: Files, tmp_path: Path) -> None:
+    assert FinetuneConfig(task="tag").attention_mask == "bidirectional"
+    assert FinetuneConfig(task="classify").attention_mask == "causal"
+    assert FinetuneConfig(task="generate").attention_mask == "causal"
+    with pytest.raises(ConfigError, match="attention_mask='bidirectional' is not allowed: expected 'causal'"):
+        FinetuneConfig(task="generate", attention_mask="bidirectional")
+    with pytest.raises(ConfigError, match="attention_mask='full'"):
+        FinetuneConfig(attention_mask="full")
+    out = tmp_path / "bi"
+    tune(out, files.classify, attention_mask="bidirectional")
+    assert json.loads((out / "config.json").read_text())["model"]["attention_mask"] == "bidirectional"
 
 
 def test_generation_learns_only_the_response(generate_run: Path, pretrained: Path, files: Files) -> None:
