@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from model import GPT, GPTConfig, flops_per_token
+from model.config import ConfigError
 from train.data.loader import RandomWindowSampler, TokenDataset
 from train.errors import CgptError
 from train.evaluation.lm import score_tokens, summarise, text_bytes
@@ -202,6 +203,8 @@ def pretrain(
         raise ValueError("a new pretraining run needs a model config and a training config")
     elif run.holds_run() and not force:
         raise CgptError(f"{run.path}: already holds a run; pass --resume to continue it or --force to overwrite it")
+    if model_config.attention_mask != "causal":  # next-token prediction with the answer in view
+        raise ConfigError(f"attention_mask={model_config.attention_mask!r}: a language model is pretrained causal")
     device = train.device if train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     dist = D.setup(resolve_device(device).type, parallel)
     world = 1 if dist is None else dist.world_size

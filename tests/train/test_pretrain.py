@@ -178,6 +178,14 @@ def test_existing_run_is_refused_unless_resume_or_force(
     assert main([*base, "--force"]) == 0
 
 
+def test_a_bidirectional_model_is_not_pretrained(data_dir: Path, tmp_path: Path) -> None:
+    train = TrainConfig(max_steps=2, batch_size=4, eval_batches=1)
+    model = preset("debug", vocab_size=64, block_size=16, attention_mask="bidirectional")
+    with pytest.raises(ConfigError, match="a language model is pretrained causal"):
+        pretrain(data_dir, tmp_path / "run", model, train, progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_more_tokens_than_the_data_needs_allow_repeat(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-repeat", action="store_true", help="allow more tokens than the data holds (epochs)")
     p.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp", help="under torchrun (default ddp)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_config_flags(p, GPTConfig, title="model (override the plan or preset)")
+    add_config_flags(p, GPTConfig, exclude=("attention_mask",), title="model (override the plan or preset)")
     add_config_flags(p, TrainConfig, title="training (override the plan)")
     p.set_defaults(func=run)
 
