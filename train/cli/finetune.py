@@ -16,6 +16,9 @@ Fine-tuning flags (FinetuneConfig, train/finetune/config.py):
                                for --task generate). Default: bidirectional for tag, causal otherwise
   --epochs E                   sets --max-steps unless it is given
   --max-train-examples N, --text-field F, --label-field F, --strict (a too-long text is an error)
+  --baseline                   also score a trivial model on the same files, in summary.json "baseline": for
+                               classify a bag-of-words + bigram logistic regression, for tag the CoNLL-2003
+                               shared-task baseline (entity spans seen in training, longest match)
 Training flags (TrainConfig) left unset take fine-tuning defaults derived from the data: batch 16, 3 epochs,
 an evaluation (the whole --val file) and a checkpoint each epoch, 6% warmup then cosine to 0, lr 1e-4
 (1e-3 with --freeze all-but-head), weight decay 0.01, --patience 3, the best checkpoint restored at the end.

@@ -73,6 +73,7 @@ class FinetuneConfig:
     text_field: str | None = None  # classify/regress: None means "sentence" or "text", whichever is there
     label_field: str = "label"
     strict: bool = False  # a text longer than the context is an error instead of being cut
+    baseline: bool = False  # also fit and score the task's trivial baseline (train/finetune/baseline.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -96,6 +97,8 @@ class FinetuneConfig:
             _fail("attention_mask", self.attention_mask, f"one of {ATTENTION_MASKS}")
         if self.task == "generate" and self.attention_mask != "causal":
             _fail("attention_mask", self.attention_mask, "'causal' for task 'generate' (a language model)")
+        if self.baseline and self.task not in ("classify", "tag"):
+            _fail("baseline", self.baseline, f"False for task {self.task!r}: only classify and tag have a baseline")
         if self.epochs <= 0 or self.max_train_examples < 0:
             _fail("epochs/max_train_examples", (self.epochs, self.max_train_examples), "epochs > 0, N >= 0")
 

@@ -44,6 +44,7 @@ from train.finetune.config import (
     Source,
     finetune_train_config,
 )
+from train.finetune.baseline import baseline
 from train.finetune.encode import ExampleBatches
 from train.finetune.freezing import freeze, layer_scales
 from train.finetune.metrics import confusion_matrix, plot_confusion_matrix, save_report
@@ -222,8 +223,24 @@ def final_report(
             plot_confusion_matrix(matrix, labels.names, run.path / f"confusion_{name}.png")
         log(describe(scores.metrics, f"{name} ({split.path})"))
     summary = {**summary, "best_val_metric": summary["best_metric"], **results}
+    if task.ft.baseline:
+        summary["baseline"] = _baseline(task, results, log)
     run.write_json(run.summary, summary)
     return summary
+
+
+def _baseline(task: FinetuneTask, results: dict[str, Any], log: Any) -> dict[str, Any]:
+    """The task's trivial baseline on the same files, printed beside the model's scores."""
+    data, metric = task.data, "accuracy" if task.ft.task == "classify" else "f1"
+    evals = {name: split.examples for name, split in (("val", data.val), ("test", data.test)) if split is not None}
+    report = baseline(task.ft.task, data.train.examples, evals, data.labels)
+    for name in evals:
+        if name in report and results.get(name):
+            log(
+                f"{name} {metric}: model {results[name][metric]:.4f}, baseline {report[name][metric]:.4f} "
+                f"({report['name']})"
+            )
+    return report
 
 
 def _announce(task: FinetuneTask, trainer: Trainer, origin: str, backend: str, log: Any) -> None:

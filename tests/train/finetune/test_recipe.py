@@ -119,8 +119,20 @@ def test_attention_mask_defaults_per_task_and_generation_stays_causal(tune: Any,
     with pytest.raises(ConfigError, match="attention_mask='full'"):
         FinetuneConfig(attention_mask="full")
     out = tmp_path / "bi"
-    tune(out, files.classify, attention_mask="bidirectional")
+    summary = tune(out, files.classify, attention_mask="bidirectional", baseline=True)
     assert json.loads((out / "config.json").read_text())["model"]["attention_mask"] == "bidirectional"
+    assert summary["baseline"]["name"] == "bag-of-words + bigram logistic regression"
+    assert 0 <= summary["baseline"]["val"]["accuracy"] <= 1 and summary["baseline"]["test"]["examples"] > 0
+    assert json.loads((out / "summary.json").read_text())["baseline"] == summary["baseline"]
+
+
+def test_the_tag_baseline_sits_beside_the_model(tune: Any, files: Files, tmp_path: Path) -> None:
+    summary = tune(tmp_path / "tag", files.tag, task="tag", baseline=True)
+    base = summary["baseline"]
+    assert base["name"].startswith("entity spans seen in training") and base["spans"] > 0
+    assert {"precision", "recall", "f1"} <= set(base["test"]) and "f1" in summary["test"]
+    with pytest.raises(ConfigError, match="only classify and tag have a baseline"):
+        FinetuneConfig(task="generate", baseline=True)
 
 
 def test_generation_learns_only_the_response(generate_run: Path, pretrained: Path, files: Files) -> None:
