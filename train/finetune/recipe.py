@@ -36,6 +36,7 @@ from model.adversarial import adversarial_loss
 from model.heads import Batch, Head
 from train.data.tokenizer import Tokenizer
 from train.errors import CgptError
+from train.finetune.baseline import baseline
 from train.finetune.config import (
     EVAL_BATCH_SIZE,
     METRIC_MODES,
@@ -44,7 +45,6 @@ from train.finetune.config import (
     Source,
     finetune_train_config,
 )
-from train.finetune.baseline import baseline
 from train.finetune.encode import ExampleBatches
 from train.finetune.freezing import freeze, layer_scales
 from train.finetune.metrics import confusion_matrix, plot_confusion_matrix, save_report
