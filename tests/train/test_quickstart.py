@@ -26,13 +26,15 @@ def test_quickstart_end_to_end_in_miniature(tmp_path: Path, capsys: pytest.Captu
     for task, metric in (("package", "accuracy"), ("tokens", "f1")):
         result = figures["finetune"][task]
         assert 0 <= result["pretrained"][metric] <= 1 and 0 <= result["scratch"][metric] <= 1
+        assert 0 <= result["baseline"][metric] <= 1 and result["baseline"]["name"]
     for shots in ("0-shot", "4-shot"):
         result = figures["prompt"][shots]
         assert result["chance"] == pytest.approx(1 / len(figures["finetune"]["package"]["labels"]))
         assert 0 <= result["accuracy"] <= 1 and "majority_baseline" in result and "uncalibrated" in result
     assert figures["held_out"]["bits_per_byte"] > 0 and figures["held_out"]["tokens"] > 0
     report = (out / "report.md").read_text()
-    for needle in ("## The plan", "from scratch", "chance", "majority class", "bits per byte", "loss.png", "def "):
+    needles = ("## The plan", "from scratch", "trivial baseline", "chance", "majority class", "bits per byte", "def ")
+    for needle in (*needles, "loss.png"):
         assert needle in report, needle
     assert main(args) == 1  # a second call refuses to overwrite the run
     assert "already holds a run" in capsys.readouterr().err

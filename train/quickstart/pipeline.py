@@ -118,7 +118,8 @@ def pretrain_and_sample(
 
 
 def finetune_tasks(out: Path, budget: Budget, tokens_per_s: float, device: str, progress: bool) -> dict[str, Any]:
-    """Both tasks, each from the pretrained run and from scratch, on the same recipe and number of steps."""
+    """Both tasks, each from the pretrained run and from scratch, on the same recipe and number of steps, beside
+    the task's trivial baseline (train/finetune/baseline.py)."""
     seconds = budget.seconds("finetune") / 4
     tasks = {
         "package": ("classify", package_task(out / "tasks", per_class=max(20, int(seconds * 4)))),
@@ -129,7 +130,7 @@ def finetune_tasks(out: Path, budget: Budget, tokens_per_s: float, device: str, 
         steps = max(10, int(seconds * tokens_per_s / (16 * _mean_tokens(out, files))))
         train = {"max_steps": steps, "eval_every": max(1, steps // 4), "checkpoint_every": max(1, steps // 4),
                  "lr": 1e-3, "batch_size": 16, "patience": 0, "device": device}  # fmt: skip
-        ft = FinetuneConfig(task=task, text_field="text" if task == "classify" else None)
+        ft = FinetuneConfig(task=task, text_field="text" if task == "classify" else None, baseline=True)
         result = {"labels": list(files.labels), "counts": files.counts, "steps": steps}
         for origin in ("pretrained", "scratch"):
             _say(4, f"finetune: {name} ({task}), {origin}, {steps} steps")
@@ -137,6 +138,7 @@ def finetune_tasks(out: Path, budget: Budget, tokens_per_s: float, device: str, 
             summary = finetune(out / f"ft-{name}-{origin}", source, DataFiles(files.train, files.val, files.test),
                                ft, train, force=True, progress=progress, log=lambda *_: None)  # fmt: skip
             result[origin] = summary["test"]
+        result["baseline"] = {"name": summary["baseline"]["name"], **summary["baseline"]["test"]}
         results[name] = result
     return results
 
