@@ -33,3 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         in_kernels = "tests/kernels/" in item.nodeid and "test_status.py" not in item.nodeid
         if in_kernels or item.get_closest_marker("kernels"):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _own_machine_profile(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--minutes` plans reuse a machine profile (train/planner/timing.py); tests get their own, never ~/.cache."""
+    monkeypatch.setenv("CGPT_PROFILE", str(tmp_path_factory.mktemp("profile") / "machine-profile.json"))

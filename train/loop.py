@@ -239,6 +239,7 @@ class Trainer:
             "grad_norm": norm,
             "tokens_per_s": tokens_per_s,
             "mfu": self.mfu(tokens_per_s) if tokens_per_s else None,
+            "train_s": st.train_s,  # seconds in training steps so far (evaluation excluded): time to a loss
         }
 
     def mfu(self, tokens_per_s: float) -> float | str:

@@ -23,6 +23,7 @@ from train.data.loader import RandomWindowSampler, TokenDataset
 from train.errors import CgptError
 from train.evaluation.lm import score_tokens, summarise, text_bytes
 from train.loop import Trainer
+from train.planner import timing
 from train.planner.plan import Plan
 from train.recipe import Task, TrainConfig, resumed_train_config
 from train.runtime import distributed as D
@@ -110,7 +111,6 @@ def train_config_from_plan(plan: Plan, world_size: int = 1, **overrides: Any) ->
                 f"plan batch {plan.batch_size} x {plan.grad_accum} cannot be split over "
                 f"{world_size} ranks; set --batch-size and --grad-accum"
             )
-    every = max(1, min(250, plan.steps // 10))
     fields = dict(
         max_steps=plan.steps,
         batch_size=batch,
@@ -118,8 +118,9 @@ def train_config_from_plan(plan: Plan, world_size: int = 1, **overrides: Any) ->
         lr=plan.lr,
         min_lr_ratio=plan.min_lr / plan.lr,
         warmup_steps=plan.warmup_steps,
-        eval_every=every,
-        checkpoint_every=max(every, min(500, plan.steps)),
+        eval_every=timing.eval_every(plan.steps),
+        checkpoint_every=timing.checkpoint_every(plan.steps),
+        dtype=plan.dtype,  # auto, or what a --minutes probe measured fastest
     )
     return TrainConfig(**{**fields, **overrides})
 
@@ -206,6 +207,9 @@ def pretrain(
     if model_config.attention_mask != "causal":  # next-token prediction with the answer in view
         raise ConfigError(f"attention_mask={model_config.attention_mask!r}: a language model is pretrained causal")
     device = train.device if train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if train.optimizer == "muon" and parallel == "fsdp" and D.launched_by_torchrun():
+        raise ConfigError("optimizer='muon' is not supported with --parallel fsdp (it orthogonalises whole matrices, "
+                          "FSDP shards them); use ddp or adamw")  # fmt: skip
     dist = D.setup(resolve_device(device).type, parallel)
     world = 1 if dist is None else dist.world_size
     try:

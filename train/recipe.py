@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the command line reads TrainConfig's fields without importi
     from torch import nn
 
 SCHEDULES = ("cosine", "constant")  # train/runtime/optim.py: lr_at
-OPTIMIZERS = ("adamw", "sgd")  # train/runtime/optim.py: build_optimizer
+OPTIMIZERS = ("adamw", "sgd", "muon")  # train/runtime/optim.py: build_optimizer
 DTYPES = ("auto", "float32", "bfloat16")  # train/runtime/hardware.py: resolve_dtype
 DEVICES = r"auto|cpu|cuda(:\d+)?"  # the devices a run may name (train/runtime/hardware.py: resolve_device)
 # What a resumed run may change: how long it trains (the cosine then spans the new max_steps, so a run extended

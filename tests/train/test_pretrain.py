@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,3 +310,23 @@ def test_eval_tokens_scores_the_same_windows_whatever_the_batch_size(data_dir: P
     assert val_loss(batch_size=2, eval_batches=2) != pytest.approx(val_loss(batch_size=3, eval_batches=2), rel=1e-6)
     with pytest.raises(ConfigError, match="eval_tokens"):
         TrainConfig(eval_tokens=-1)
+
+
+def test_muon_trains_and_resumes_exactly(data_dir: Path, tmp_path: Path) -> None:
+    """`--optimizer muon` (train/runtime/muon.py): a run cut back to its step-6 checkpoint and resumed ends where
+    the uninterrupted run did, bit for bit - Muon's momentum and AdamW's moments are in the checkpoint."""
+    args = ["--data", str(data_dir), "--optimizer", "muon", "--eval-every", "6", "--checkpoint-every", "6",
+            "--max-steps", "12", *TINY]  # fmt: skip
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["pretrain", "--out", str(full), *args]) == 0
+    ckpt = load_checkpoint(full / "checkpoints" / "step-00000012.pt")
+    groups = ckpt["optimizer"]["param_groups"]
+    assert [g["muon"] for g in groups].count(True) == 1 and groups[0]["lr_scale"] == 10.0
+    shutil.copytree(full, cut)
+    (cut / "checkpoints" / "step-00000012.pt").unlink()
+    (cut / "summary.json").unlink()
+    assert main(["pretrain", "--out", str(cut), "--resume", "--data", str(data_dir), "--no-progress"]) == 0
+    a = ckpt["model"]
+    b = load_checkpoint(cut / "checkpoints" / "step-00000012.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a) and _losses(cut) == _losses(full)
+    assert _losses(full)[-1][1] < _losses(full)[0][1]  # and it learns

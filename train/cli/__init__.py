@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()  # `--minutes M` counts the whole command from here
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -65,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    args.started = started
     name = args.command + (f" {args.bench}" if getattr(args, "bench", None) else "")
     try:
         return int(args.func(args) or 0)

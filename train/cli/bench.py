@@ -7,6 +7,7 @@
     tokenizer  train/bench/tokenizer.py    BPE trainer MB/s and bytes per token
     prepare    train/bench/prepare.py      peak memory of `prepare` on a large synthetic corpus
     prompt     train/bench/prompt.py       prompt scoring examples/s: batched + prefix cache vs the reference
+    speedrun   train/bench/speedrun.py     time to a validation loss: `pretrain --minutes` vs nanoGPT's baby run
 
 Library modules are imported when a benchmark runs, not when `cgpt` starts.
 """
@@ -33,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = bench.add_subparsers(dest="bench", metavar="BENCH", parser_class=type(bench))
-    for add in (_generate, _matmul, _kernels, _compile, _tokenizer, _prepare, _prompt):
+    for add in (_generate, _matmul, _kernels, _compile, _tokenizer, _prepare, _prompt, _speedrun):
         add(sub)
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
 
@@ -234,4 +235,45 @@ def run_prompt(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     result = bench_prompt(prompt_config(args), args.rounds)
     print(json.dumps(result) if args.json else report(result))
+    return 0
+
+
+# --- speedrun ------------------------------------------------------------------------------------------------
+
+
+def _speedrun(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("speedrun", help="time to a validation loss: the planned run vs nanoGPT's GPT-2-style run")
+    p.add_argument("--target", type=flags.positive_float, default=1.88, help="validation loss to reach (1.88)")
+    p.add_argument("--data", help="a `cgpt prepare` directory (default: tinyshakespeare, character level, "
+                   "prepared into OUT/data from --cache-dir or a download)")  # fmt: skip
+    p.add_argument("--cache-dir", help="where the tinyshakespeare file is found (see cgpt prepare --cache-dir)")
+    p.add_argument("--out", default="speedrun", help="where the runs and speedrun.json go (speedrun)")
+    p.add_argument("--minutes", type=flags.amount, default=0.5, help="the planned run's budget (0.5)")
+    p.add_argument("--block-size", type=flags.positive_int, default=None, help="the plan's context (256)")
+    p.add_argument("--evals", type=flags.positive_int, default=20, help="whole-split evaluations per timed run (20)")
+    flags.add_arch_flag(p)
+    flags.add_device_flag(p)
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    flags.add_probe_flags(p)
+    p.add_argument("--json", action="store_true", help="print speedrun.json instead of the table")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_speedrun)
+
+
+def run_speedrun(args: argparse.Namespace) -> int:
+    from train.bench.speedrun import format_report, speedrun
+    from train.cli.plan import probe_options
+    from train.planner import shapes
+
+    data = args.data
+    if data is None:
+        from train.data.prepare import prepare
+
+        data = str(Path(args.out) / "data")
+        if not (Path(data) / "meta.json").exists():
+            prepare(["tinyshakespeare"], "char", data, cache_dir=args.cache_dir, force=True)
+    result = speedrun(data, args.out, args.target, args.minutes, args.device, probe_options(args), args.evals,
+                      args.block_size or shapes.DEFAULT_BLOCK_SIZE, {"arch": args.arch},
+                      progress=not args.no_progress)  # fmt: skip
+    print(json.dumps(result, indent=1) if args.json else format_report(result))
     return 0

@@ -125,6 +125,32 @@ def constants(text: str) -> str:
     return text
 
 
+def add_arch_flag(p: argparse.ArgumentParser) -> None:
+    """--arch: the block a plan (or the default preset) builds: model.config.ARCHS."""
+    from model.config import ARCHS, DEFAULT_ARCH
+
+    p.add_argument(
+        "--arch",
+        choices=list(ARCHS),
+        help=f"the block: {' | '.join(ARCHS)} (default {DEFAULT_ARCH} for a plan; see model/config.py ARCHS)",
+    )
+
+
+def add_probe_flags(p: argparse.ArgumentParser) -> None:
+    """How a --minutes plan measures this machine (train/planner/probe.py, train/planner/timing.py)."""
+    p.add_argument(
+        "--probe-seconds", type=amount, default=1.0, help="for --minutes: timed seconds per probed shape (1)"
+    )
+    p.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="for --minutes: the machine profile to reuse and extend (default $CGPT_PROFILE or "
+        "~/.cache/cgpt/machine-profile.json)",
+    )
+    p.add_argument("--reprobe", action="store_true", help="for --minutes: measure again, ignoring the profile")
+    p.add_argument("--no-profile", action="store_true", help="for --minutes: neither read nor write a profile")
+
+
 def add_law_flags(p: argparse.ArgumentParser, allocation: bool = True) -> None:
     """--constants and --allocation: which fitted law splits the budget (shared with pretrain and sweep)."""
     p.add_argument(

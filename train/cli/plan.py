@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from model.config import GPTConfig
 from train.cli import flags
 from train.errors import CgptError
 from train.planner import scaling
-from train.planner.plan import Plan, make_plan, plan_for_minutes
+from train.planner.plan import Plan, make_plan
 from train.planner.table import format_table
+from train.planner.timeplan import ProbeOptions, plan_minutes
 
 BUDGET_FLAGS = ("flops", "params", "tokens", "minutes")
 # the keys `--json` promises (it prints every Plan field; these are the ones other tools may rely on)
@@ -54,10 +54,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--block-size", type=flags.count, default=GPTConfig().block_size, help="context length (%(default)s)"
     )
+    flags.add_arch_flag(p)
     flags.add_device_flag(p)
-    p.add_argument(
-        "--probe-seconds", type=flags.amount, default=1.0, help="for --minutes: timed seconds per probed shape (1)"
-    )
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="for --minutes: the autocast dtype (auto: the faster one the probe measures)")  # fmt: skip
+    flags.add_probe_flags(p)
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.add_argument("--out", metavar="PATH", help="save the plan as JSON (for cgpt pretrain --plan)")
     p.set_defaults(func=run)
@@ -69,16 +70,20 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         got = " and ".join(f"--{f}" for f in given) or "none"
         raise CgptError(f"give exactly one budget of --flops, --params, --tokens, --minutes (got {got})")
     kind, value = given[0], getattr(args, given[0])
-    options = dict(constants=args.constants, allocation=args.allocation)
+    options = dict(constants=args.constants, allocation=args.allocation, arch=args.arch)
     if kind != "minutes":
         return make_plan(kind, value, args.vocab_size, args.block_size, **options)
-    from train.planner.probe import make_probe  # torch only when a probe is asked for
-    from train.runtime.hardware import resolve_device
+    from train.runtime.hardware import resolve_device  # torch only when a probe is asked for
 
-    device = resolve_device(args.device)
-    print(f"cgpt plan: probing training throughput on {device} ...", file=sys.stderr)
-    measure = make_probe(device, args.probe_seconds)
-    return plan_for_minutes(value, measure, args.vocab_size, args.block_size, **options)
+    # planned for a later `cgpt pretrain --plan`: its startup is estimated, not this command's
+    return plan_minutes(value, args.vocab_size, args.block_size, resolve_device(args.device), None,
+                        probe_options(args), **options)  # fmt: skip
+
+
+def probe_options(args: argparse.Namespace) -> ProbeOptions:
+    """The probe flags (flags.add_probe_flags) as ProbeOptions."""
+    return ProbeOptions(args.probe_seconds, args.profile, args.reprobe, not args.no_profile,
+                        getattr(args, "dtype", None) or "auto")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,11 +11,12 @@ import argparse
 import os
 from typing import Any
 
-from model.config import PRESETS, GPTConfig, preset
+from model.config import ARCHS, PRESETS, GPTConfig, arch_of, preset
 from train.cli import flags
 from train.cli.flags import add_config_flags, config_overrides
 from train.errors import CgptError
-from train.planner.plan import Plan, make_plan, plan_for_minutes
+from train.planner import shapes
+from train.planner.plan import Plan, make_plan
 from train.recipe import TrainConfig
 
 
@@ -34,6 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     budget.add_argument("--flops", type=flags.amount, help="plan for this many training FLOPs (6ND), e.g. 1e15")
     budget.add_argument("--preset", choices=list(PRESETS), help="a named model preset (debug, baby, small, gpt2, ...)")
     flags.add_law_flags(p)  # --constants, --allocation: for --minutes / --flops
+    flags.add_arch_flag(p)
+    flags.add_probe_flags(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite a run that already exists in --out")
     p.add_argument("--allow-repeat", action="store_true", help="allow more tokens than the data holds (epochs)")
@@ -44,16 +47,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve(args: argparse.Namespace, vocab_size: int) -> tuple[GPTConfig, TrainConfig, Plan | None]:
-    """The model config, training config and plan that these flags describe, for data of `vocab_size`."""
+def resolve(
+    args: argparse.Namespace, vocab_size: int, val_tokens: int = 0
+) -> tuple[GPTConfig, TrainConfig, Plan | None]:
+    """The model config, training config and plan that these flags describe, for data of `vocab_size` tokens
+    whose validation split holds `val_tokens` (the final evaluation a --minutes plan budgets for)."""
     from train.pretrain import train_config_from_plan
     from train.runtime.hardware import resolve_device
 
     model_over, train_over = config_overrides(args, GPTConfig), config_overrides(args, TrainConfig)
     plan = None
-    block_size = model_over.get("block_size", 256)
-    law = dict(constants=args.constants, allocation=args.allocation)
+    block_size = model_over.get("block_size", shapes.DEFAULT_BLOCK_SIZE)
+    law = dict(constants=args.constants, allocation=args.allocation, arch=args.arch)
     if args.plan:
+        if args.arch:
+            raise CgptError(f"--arch {args.arch}: the plan file {args.plan} fixes the block; plan with --arch")
         plan = Plan.from_json(args.plan)
         if plan.vocab_size != vocab_size:
             raise CgptError(
@@ -63,16 +71,21 @@ def resolve(args: argparse.Namespace, vocab_size: int) -> tuple[GPTConfig, Train
     elif args.flops:
         plan = make_plan("flops", args.flops, vocab_size, block_size, **law)
     elif args.minutes:
-        from train.planner.probe import make_probe
+        from train.cli.plan import probe_options
+        from train.planner.timeplan import plan_minutes
 
-        measure = make_probe(resolve_device(train_over.get("device", "auto")))
-        plan = plan_for_minutes(args.minutes, measure, vocab_size, block_size, **law)
+        device = resolve_device(train_over.get("device", "auto"))
+        final = train_over.get("eval_tokens") or val_tokens
+        plan = plan_minutes(args.minutes, vocab_size, block_size, device, getattr(args, "started", None),
+                            probe_options(args), train_over.get("eval_batches", TrainConfig.eval_batches), final,
+                            **law)  # fmt: skip
     if plan is not None:
         model = plan.model_config(**model_over)
         train = train_config_from_plan(plan, _world_size(), **train_over)
         return model, train, plan
     base = preset(args.preset) if args.preset else preset("baby")
-    model = base.replace(**{"vocab_size": vocab_size, **model_over})
+    block = ARCHS[args.arch] if args.arch else {}  # `--preset baby --arch modern`: the preset's shape, that block
+    model = base.replace(**{"vocab_size": vocab_size, **block, **model_over})
     return model, TrainConfig(**train_over), None
 
 
@@ -83,6 +96,8 @@ def check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None:
     for name, value in config_overrides(args, GPTConfig).items():
         if saved["model"].get(name) != value:
             raise flags.differs("--" + name.replace("_", "-"), saved["model"].get(name), value)
+    if args.arch and any(saved["model"].get(k) != v for k, v in ARCHS[args.arch].items()):
+        raise flags.differs("--arch", arch_of(GPTConfig.from_dict(saved["model"])), args.arch)
     plan = saved.get("plan") or {}
     if args.plan and Plan.from_json(args.plan).to_dict() != plan:
         raise CgptError(f"--plan={args.plan!r} is not the plan the run in {args.out} was made with")
@@ -124,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.force and RunDir(args.out).holds_run():
             raise CgptError(f"{args.out}: already holds a run; pass --resume to continue it or --force to overwrite it")
         data = TokenDataset.open(args.data)
-        model, train, plan = resolve(args, data.tokenizer.vocab_size)
+        model, train, plan = resolve(args, data.tokenizer.vocab_size, len(data.val))
         summary = pretrain(args.data, args.out, model, train, plan, **options)
     if _rank() == 0:
         print(_summary_line(summary))

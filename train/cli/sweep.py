@@ -13,8 +13,11 @@ and attention counted). SWEEP/runs.jsonl gets one line per finished run; SWEEP/s
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
+from model.config import DEFAULT_ARCH
 from train.cli import flags
 
 DEFAULTS = {"sizes": 5, "span": 4.0, "block_size": 256, "seed": 1337, "val_tokens": 2**20}
@@ -62,7 +65,19 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--bootstrap", type=flags.nonneg_int, default=1000, help="the fit's resamples (1000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    flags.add_arch_flag(p)
     p.set_defaults(func=run)
+
+
+def _saved_arch(args: argparse.Namespace) -> str | None:
+    """Resuming without --arch: the sweep's own block (GPT-2's for sweeps made before the flag)."""
+    file = Path(args.out) / "sweep.json"
+    if not (args.resume and file.is_file()):
+        return None
+    try:
+        return str(json.loads(file.read_text())["settings"].get("arch", "gpt2"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # Sweep.start reports a damaged sweep.json
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         seed=args.seed,
         val_tokens=args.val_tokens,
+        arch=args.arch or _saved_arch(args) or DEFAULT_ARCH,
     )
     run_sweep(config, args.out, args.resume, args.device, args.devices, args.bootstrap, not args.no_progress)
     return 0

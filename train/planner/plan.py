@@ -16,14 +16,17 @@ import dataclasses
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from model.config import ConfigError, GPTConfig
+from model.config import DEFAULT_ARCH, ConfigError, GPTConfig
+from model.config import arch as model_arch
 from model.flops import flops_per_token, param_counts
 from train.errors import CgptError
-from train.planner import scaling, shapes
+from train.planner import scaling, shapes, timing
+from train.recipe import DTYPES
 from train.runtime.files import atomic_write_text
 
 BUDGETS = (*scaling.BUDGET_KINDS, "minutes")
@@ -79,7 +82,9 @@ class Plan:
     warmup_steps: int
     # measured by --minutes (train/planner/probe.py); None otherwise
     flops_per_s: float | None = None
-    est_seconds: float | None = None
+    est_seconds: float | None = None  # the training steps
+    overhead_s: float | None = None  # the rest of the command: startup and probe, evaluation, checkpoints, plot
+    dtype: str = "auto"  # autocast dtype; a --minutes plan names the one its probe measured fastest
 
     def __post_init__(self) -> None:
         self._check_kinds()
@@ -111,8 +116,12 @@ class Plan:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
                 raise _fail(name, v, "a positive number")
-        for name in ("flops_per_s", "est_seconds"):
+        if self.dtype not in DTYPES:
+            raise _fail("dtype", self.dtype, f"one of {list(DTYPES)}")
+        for name in ("flops_per_s", "est_seconds", "overhead_s"):
             v = getattr(self, name)
+            if name == "overhead_s" and v == 0:
+                continue
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf):
                 raise _fail(name, v, "a positive number or null")
 
@@ -177,6 +186,13 @@ class Plan:
 # --- budget -> plan ---------------------------------------------------------------------------------------
 
 
+def resolve_arch(arch: GPTConfig | str | None) -> GPTConfig:
+    """A block by name (model.config.ARCHS), a GPTConfig as given, or the default block."""
+    if arch is None or isinstance(arch, str):
+        return model_arch(DEFAULT_ARCH if arch is None else arch)
+    return arch
+
+
 def make_plan(
     budget: str,
     value: float,
@@ -184,15 +200,16 @@ def make_plan(
     block_size: int,
     constants: str = scaling.DEFAULT_CONSTANTS,
     allocation: str = "approach3",
-    arch: GPTConfig | None = None,
+    arch: GPTConfig | str | None = None,
     micro_batch_tokens: int = shapes.MICRO_BATCH_TOKENS,
 ) -> Plan:
     """The plan for a budget of `value` FLOPs | params | tokens (`budget`).
 
     `constants` names a published set or gives a fit's summary.json (scaling.load_law); `arch` supplies the
-    architecture (mlp, norm, positions, bias, tying); GPT-2's by default (GPTConfig()).
+    architecture (mlp, norm, positions, bias, tying): a GPTConfig, or a name in model.config.ARCHS (default
+    model.config.DEFAULT_ARCH).
     """
-    arch = GPTConfig() if arch is None else arch
+    arch = resolve_arch(arch)
     law = scaling.load_law(constants)
     target = scaling.target_params(budget, value, allocation, law.constants)
     n_layer, n_embd, _ = shapes.choose_shape(target, vocab_size, block_size, arch)
@@ -249,40 +266,90 @@ def estimate_seconds(plan: Plan, flops_per_s: float) -> float:
 MAX_STEP = math.log(100.0)  # plan_for_minutes changes C at most 100x per probe
 
 
+@dataclass(frozen=True)
+class RunCosts:
+    """What a planned run spends besides training steps, for `plan_for_minutes` (train/planner/timing.py)."""
+
+    spent_s: float = 0.0  # already spent by the command before training (startup, reading the data, ...)
+    eval_batches: int = 20  # batches per periodic evaluation (TrainConfig.eval_batches)
+    final_eval_tokens: int = 0  # the validation tokens the run scores at the end (the whole split, usually)
+    started: float | None = None  # time.perf_counter() when the command began: then the clock adds the rest
+
+    def spent(self) -> float:
+        """Seconds spent so far: spent_s, plus the time since `started` (probing counts as it happens)."""
+        return self.spent_s + (0.0 if self.started is None else time.perf_counter() - self.started)
+
+    def overhead(self, plan: Plan, speed: timing.Speed) -> float:
+        run = timing.overhead_seconds(
+            speed, plan.steps, plan.batch_size, plan.block_size, self.eval_batches, self.final_eval_tokens
+        )
+        return self.spent() + run
+
+
 def plan_for_minutes(
     minutes: float,
-    measure: Callable[[Plan], float],
+    measure: Callable[[Plan], timing.Speed | float],
     vocab_size: int,
     block_size: int,
     tol: float = 0.03,
     max_iter: int = 12,
+    costs: RunCosts | None = None,
     **options: Any,
 ) -> Plan:
-    """The plan that trains in `minutes` at the throughput `measure(plan)` reports (FLOP/s).
+    """The plan whose whole command takes `minutes`: training steps at the throughput `measure(plan)` reports,
+    plus what `costs` adds (evaluation, checkpoints, the time already spent).
 
-    Throughput depends on the shape and the shape on the budget, so this solves est_seconds(plan(C)) = target
-    for C: a fixed-point step C <- C x target / est first, then secant steps on log C, which stay fast where
-    throughput grows almost as fast as C (small models on a GPU), each step at most 100x in C so a noisy
-    measurement cannot send the probe to a model too big for memory. It stops within `tol` of the target and
-    returns the closest plan found. `options` are passed to `make_plan`.
+    Throughput depends on the shape and the shape on the budget, so this solves est_seconds(plan(C)) +
+    overhead = target for C: a fixed-point step C <- C x target / est first, then secant steps on log C, which
+    stay fast where throughput grows almost as fast as C (small models on a GPU), each step at most 100x in C so a
+    noisy measurement cannot send the probe to a model too big for memory. Then, for repeatable plans, C is
+    rounded down onto a fixed grid (timing.stable_budget) and the shape is that budget's; last, the token count
+    is filled up to the time left at that shape's measured speed (at most ~10% more tokens). `options` are
+    passed to `make_plan`.
     """
     scaling.check_positive("minutes", minutes)
+    costs = RunCosts() if costs is None else costs
     seconds = 60.0 * minutes
+
+    def estimate(plan: Plan) -> tuple[timing.Speed, float, float]:
+        speed = timing.Speed.of(measure(plan))
+        return speed, estimate_seconds(plan, speed.flops_per_s), costs.overhead(plan, speed)
+
+    if seconds <= costs.spent() + timing.TAIL_S:
+        raise CgptError(
+            f"--minutes {minutes:g}: starting up already took {costs.spent():.1f} s; give more time than that"
+        )
     x, prev, best = math.log(seconds * 1e9), None, None  # x = log C; first guess: 1 GFLOP/s
     for _ in range(max_iter):
         plan = make_plan("flops", math.exp(x), vocab_size, block_size, **options)
-        flops_per_s = measure(plan)
-        est = estimate_seconds(plan, flops_per_s)
-        miss = math.log(est / seconds)  # log of est / target
-        if best is None or abs(miss) < abs(best[3]):
-            best = (plan, flops_per_s, est, miss)
+        _, train_s, extra_s = estimate(plan)
+        target = max(seconds - extra_s, 1e-3 * seconds)
+        miss = math.log(train_s / target)  # log of est / target, for the training steps
+        if best is None or abs(miss) < abs(best[1]):
+            best = (x, miss)
         if abs(miss) <= math.log1p(tol):
             break
         slope = 1.0 if prev is None or prev[0] == x else (miss - prev[1]) / (x - prev[0])
         slope = min(max(slope, 0.2), 2.0)  # d log est / d log C = 1 - d log fps / d log C: in (0, 1] mostly
         step = max(-MAX_STEP, min(MAX_STEP, -miss / slope))  # timing noise must not fling C (and memory) away
         prev, x = (x, miss), x + step
-    plan, flops_per_s, est, _ = best
+    budget = timing.stable_budget(math.exp(best[0]))
+    plan = make_plan("flops", budget, vocab_size, block_size, **options)
+    for _ in range(4):  # fill the time left at this shape; the overhead and the batch depend on the steps
+        speed, train_s, extra_s = estimate(plan)
+        tokens = max(seconds - extra_s, 1e-3 * seconds) * speed.flops_per_s / flops_per_token(plan.model_config())
+        filled = plan_for_shape(plan.model_config(), tokens, "flops", budget, plan.target_params,
+                                scaling.load_law(plan.constants), plan.allocation)  # fmt: skip
+        if filled == plan:
+            break
+        plan = filled
+    speed, train_s, extra_s = estimate(plan)
     return dataclasses.replace(
-        plan, budget="minutes", budget_value=float(minutes), flops_per_s=flops_per_s, est_seconds=est
+        plan,
+        budget="minutes",
+        budget_value=float(minutes),
+        flops_per_s=speed.flops_per_s,
+        est_seconds=train_s,
+        overhead_s=extra_s,
+        dtype=speed.dtype,
     )

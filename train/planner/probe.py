@@ -1,20 +1,30 @@
-"""A throughput probe: this machine's achieved training FLOP/s, for `cgpt plan --minutes`.
+"""A speed probe: what one training shape costs on this machine, for `--minutes` plans.
 
-The probe builds a plan's model, runs a couple of warm-up steps (allocation, kernel selection, caches), then
-times the training loop's own step (train/loop.py: forward, backward, clipping, AdamW) on random tokens, at the
-plan's micro-batch and context.
+For a plan's model at its micro-batch and context, `measure_speed` times
+
+- the training loop's own step (train/loop.py `Trainer.train_step`: forward, backward, clipping, AdamW) on random
+  tokens, after a few warm-up steps (allocation, kernel selection, caches), as the median rate over several short
+  windows - a median, because one slow window (another process, a page fault) must not move the plan;
+- that step under each autocast dtype worth trying (`candidate_dtypes`): float32 always, and bfloat16 on a GPU
+  that has it or a CPU with native bf16 instructions (AVX-512 BF16 or AMX; PyTorch's oneDNN reports it). The
+  faster dtype wins: on a CPU bf16 pays only for matmuls large enough to use those instructions (a 6 x 384 model
+  trains 1.6x faster on an AVX-512 BF16 EPYC, a 4 x 128 one no faster), so this is measured per shape, never
+  read from a table;
+- evaluation's forward pass (no gradients) at the same batch, and one atomic checkpoint save.
+
 FLOPs are counted with `model.flops.flops_per_token` (6 N_matmul + 12 L H Q T per token: Kaplan et al. 2020,
-PaLM App. B, nanoGPT's MFU), so achieved FLOP/s x seconds is the work a training run of that shape does.
-Device and autocast dtype come from train/runtime/hardware.py, as in training: bf16 on a GPU that has it (Chinchilla
-trained in bf16), fp32 on a CPU. Weights and tokens come from a seeded generator, so a probe is repeatable up
-to timing noise. The figure leaves out evaluation and checkpoints: leave some slack for those.
+PaLM App. B, nanoGPT's MFU), so FLOP/s x seconds is the work a training run of that shape does. `make_probe`
+caches each shape's `Speed` and, given a `timing.Profile`, reuses and records it across commands.
 """
 
 from __future__ import annotations
 
+import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -23,7 +33,9 @@ from model.flops import flops_per_token
 from model.gpt import GPT
 from train.loop import Trainer
 from train.planner.plan import Plan
+from train.planner.timing import Profile, Speed
 from train.recipe import Task, TrainConfig
+from train.runtime.hardware import cpu_has_native_bf16, device_name
 from train.runtime.rundir import RunDir
 
 
@@ -53,6 +65,39 @@ class _RandomTokens(Task):
         return batch[0].numel()
 
 
+def candidate_dtypes(device: torch.device) -> tuple[str, ...]:
+    """The autocast dtypes worth timing here: bfloat16 only where the hardware computes in it natively."""
+    if device.type == "cuda":
+        return ("float32", "bfloat16") if torch.cuda.is_bf16_supported() else ("float32",)
+    return ("float32", "bfloat16") if cpu_has_native_bf16() else ("float32",)
+
+
+def _warm_up(work: Callable[[], None], device: torch.device, calls: int, seconds: float) -> None:
+    """At least `calls` calls and `seconds` of them: a process's first steps pay one-time costs (allocator,
+    oneDNN primitive caches, autograd's threads) that, timed, once sent a plan to a 27-step run."""
+    start, done = time.perf_counter(), 0
+    while done < calls or time.perf_counter() - start < seconds:
+        work()
+        done += 1
+    _sync(device)
+
+
+def _median_rate(work: Callable[[], None], units: float, device: torch.device, seconds: float, windows: int) -> float:
+    """Median over `windows` timing windows of units per second, each window >= seconds / windows and >= 1 call."""
+    rates = []
+    for _ in range(windows):
+        calls, start = 0, time.perf_counter()
+        while True:
+            work()
+            calls += 1
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / windows:
+                break
+        rates.append(units * calls / elapsed)
+    return statistics.median(rates)
+
+
 def measure_flops_per_s(
     config: GPTConfig,
     batch_size: int,
@@ -60,38 +105,109 @@ def measure_flops_per_s(
     seconds: float = 1.0,
     seed: int = 0,
     warmup: int = 2,
+    dtype: str = "auto",
+    windows: int = 5,
 ) -> float:
-    """Achieved training FLOP/s for `config` at `batch_size` sequences of `config.block_size` tokens.
+    """Achieved training FLOP/s for `config` at `batch_size` sequences of `config.block_size` tokens, under the
+    autocast `dtype` (auto: train/runtime/hardware.py's choice), as the median over `windows` windows."""
+    return _measure(config, batch_size, device, seconds, seed, warmup, (dtype,), windows, extras=False).flops_per_s
 
-    Times `Trainer.train_step` itself - the training loop's own step (batch, autocast, backward, clipping,
-    AdamW, the loss check) - so per-step overheads that dominate tiny models are in the figure too.
-    """
-    task = _RandomTokens(config, batch_size, seed)
-    train = TrainConfig(max_steps=10**9, batch_size=batch_size, warmup_steps=0, device=str(device))
+
+def _measure(
+    config: GPTConfig,
+    batch_size: int,
+    device: torch.device,
+    seconds: float,
+    seed: int,
+    warmup: int,
+    dtypes: tuple[str, ...],
+    windows: int,
+    extras: bool = True,
+) -> Speed:
+    step_flops = flops_per_token(config) * batch_size * config.block_size
+    by_dtype: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(task, train, RunDir(tmp), progress=False)
-        for _ in range(warmup):
-            trainer.train_step()
-        _sync(device)
-        steps, start = 0, time.perf_counter()
-        while True:
-            trainer.train_step()
-            steps += 1
-            _sync(device)
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds and steps >= 2:
-                break
-    return flops_per_token(config) * batch_size * config.block_size * steps / elapsed
+        trainers = {}
+        for dtype in dtypes:
+            task = _RandomTokens(config, batch_size, seed)
+            train = TrainConfig(max_steps=10**9, batch_size=batch_size, warmup_steps=0, device=str(device), dtype=dtype)
+            trainer = Trainer(task, train, RunDir(Path(tmp) / dtype), progress=False)
+            _warm_up(trainer.train_step, device, warmup, seconds / 4)
+            by_dtype[dtype] = _median_rate(trainer.train_step, step_flops, device, seconds / len(dtypes), windows)
+            trainers[dtype] = trainer
+        best = max(by_dtype, key=by_dtype.__getitem__)
+        if not extras:
+            return Speed(flops_per_s=by_dtype[best], dtype=best, by_dtype=by_dtype)
+        trainer = trainers[best]
+        eval_rate = _eval_rate(trainer, batch_size, device, seconds / 4)
+        start = time.perf_counter()
+        trainer.save(Path(tmp) / "probe.pt")
+        checkpoint_s = time.perf_counter() - start
+    name = best if best != "auto" else str(trainers[best].dtype).removeprefix("torch.")
+    return Speed(by_dtype[best], name, eval_rate, checkpoint_s, {k: v for k, v in by_dtype.items()})
 
 
-def make_probe(device: torch.device, seconds: float = 1.0, seed: int = 0) -> Callable[[Plan], float]:
-    """`measure(plan) -> FLOP/s` for `plan_for_minutes`, probing each distinct shape once."""
-    measured: dict[tuple[int, ...], float] = {}
+def _eval_rate(trainer: Trainer, batch_size: int, device: torch.device, seconds: float) -> float:
+    """Forward-only tokens/s (evaluation) under the trainer's autocast dtype."""
+    from train.runtime.hardware import autocast
 
-    def measure(plan: Plan) -> float:
-        key = (plan.n_layer, plan.n_embd, plan.n_head, plan.batch_size, plan.block_size, plan.vocab_size)
+    x, y = trainer.task.next_batch(device)
+    model = trainer.model
+    model.eval()
+
+    def forward() -> None:
+        with torch.no_grad(), autocast(device, trainer.dtype):
+            model(x, y)
+
+    forward()
+    rate = _median_rate(forward, x.numel(), device, seconds, 3)
+    model.train()
+    return rate
+
+
+def machine_id(device: torch.device) -> str:
+    """What a profile's figures are valid for: the device, the CPU, the threads, torch."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{device_name(device)} | {cpu} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+
+
+def shape_key(plan: Plan, dtype: str) -> str:
+    c = plan.model_config()
+    return (
+        f"{c.n_layer}x{c.n_embd} h{c.n_head}/{c.n_kv_head} {c.mlp} {c.norm} {c.positions} "
+        f"bias={int(c.bias)} tie={int(c.tie_embeddings)} vocab={c.vocab_size} T={c.block_size} "
+        f"B={plan.batch_size} dtype={dtype}"
+    )
+
+
+def make_probe(
+    device: torch.device,
+    seconds: float = 1.0,
+    seed: int = 0,
+    dtype: str = "auto",
+    profile: Profile | None = None,
+    windows: int = 5,
+) -> Callable[[Plan], Speed]:
+    """`measure(plan) -> Speed` for `plan_for_minutes`, probing each distinct shape once per command, or never
+    when `profile` already holds it (a new measurement is saved to the profile). `dtype` auto tries
+    `candidate_dtypes(device)`; a named dtype is the only one timed."""
+    dtypes = candidate_dtypes(device) if dtype == "auto" else (dtype,)
+    measured: dict[str, Speed] = {}
+
+    def measure(plan: Plan) -> Speed:
+        key = shape_key(plan, dtype)
         if key not in measured:
-            measured[key] = measure_flops_per_s(plan.model_config(), plan.batch_size, device, seconds, seed)
+            known = profile.get(key) if profile is not None else None
+            if known is None:
+                known = _measure(plan.model_config(), plan.batch_size, device, seconds, seed, 2, dtypes, windows)
+                if profile is not None:
+                    profile.put(key, known)
+            measured[key] = known
         return measured[key]
 
     return measure

@@ -27,7 +27,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from model.config import GPTConfig
+from model.config import ARCHS, DEFAULT_ARCH, GPTConfig
+from model.config import arch as model_arch
 from model.flops import flops_per_token, param_counts
 from train.errors import CgptError
 from train.planner import scaling, shapes
@@ -44,6 +45,7 @@ class SweepConfig:
     block_size: int = 256
     seed: int = 1337  # every run's initial weights and data order
     val_tokens: int = 2**20  # the validation set: this many tokens from the start of the validation split
+    arch: str = DEFAULT_ARCH  # the block every run uses (model.config.ARCHS); sweeps from before it: gpt2
 
     def __post_init__(self) -> None:
         if not self.budgets or any(not (isinstance(c, (int, float)) and 0 < c < math.inf) for c in self.budgets):
@@ -57,6 +59,8 @@ class SweepConfig:
         for name in ("block_size", "val_tokens"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise CgptError(f"{name}={getattr(self, name)!r}: expected a positive integer")
+        if self.arch not in ARCHS:
+            raise CgptError(f"arch={self.arch!r}: expected one of {sorted(ARCHS)}")
         if self.val_tokens < self.block_size:
             raise CgptError(
                 f"val_tokens={self.val_tokens}: expected at least one window (block_size={self.block_size})"
@@ -84,10 +88,10 @@ def run_name(budget: float, params: int) -> str:
     return f"C{budget:.3g}-N{params}".replace("+", "")
 
 
-def design(config: SweepConfig, vocab_size: int, arch: GPTConfig | None = None) -> list[SweepRun]:
+def design(config: SweepConfig, vocab_size: int) -> list[SweepRun]:
     """The runs of the sweep, budget by budget, smallest model first. A budget whose targets give fewer than
     three distinct shapes (the smallest model a vocabulary allows, or widths in steps) is an error."""
-    arch = GPTConfig() if arch is None else arch
+    arch = model_arch(config.arch)
     law = scaling.load_law(config.constants)
     runs = []
     for budget in sorted(config.budgets):

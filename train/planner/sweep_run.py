@@ -71,7 +71,7 @@ class Sweep:
         if self.file.exists():
             if not resume:
                 raise CgptError(f"{self.out}: already holds a sweep; pass --resume to continue it")
-            saved = json.loads(self.file.read_text())["settings"]
+            saved = {"arch": "gpt2", **json.loads(self.file.read_text())["settings"]}  # before --arch: GPT-2's
             changed = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
             if changed:
                 raise CgptError(f"{self.out}: --resume with other settings than the sweep's ({', '.join(changed)})")

@@ -77,7 +77,7 @@ def prepare_stdlib(out: Path, budget: Budget, device: torch.device, block_size: 
     files, root = stdlib_files()[:max_files], Path(sysconfig.get_paths()["stdlib"])
     held_out = [str(f) for f in files if split_of(f.relative_to(root)) == "test"] or [str(files[-1])]
     kept = [str(f) for f in files if str(f) not in held_out]
-    flops_per_s = make_probe(device, probe_seconds)(make_plan("flops", 1e13, 512, block_size))  # a typical shape
+    flops_per_s = make_probe(device, probe_seconds)(make_plan("flops", 1e13, 512, block_size)).flops_per_s  # typical
     vocab = vocab or vocab_for_flops(flops_per_s * budget.seconds("pretrain"), block_size)
     _say(1, f"prepare: {len(kept)} stdlib files ({len(held_out)} held out for testing), BPE {vocab} tokens "
             f"(sized for {flops_per_s * budget.seconds('pretrain'):.2g} FLOPs)")  # fmt: skip

@@ -45,8 +45,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX), as PyTorch's oneDNN reports it.
+    Without them bf16 is emulated and slower than fp32, so a planner's probe does not even try it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype: bf16 on CUDA devices that support it, fp32 otherwise (or as asked)."""
+    """The autocast dtype: bf16 on CUDA devices that support it, fp32 otherwise (or as asked). On a CPU, `auto`
+    is fp32 here; a `--minutes` plan measures bf16 where the CPU has it (train/planner/probe.py) and records the
+    faster dtype in the plan, which then names it explicitly."""
     if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16

@@ -3,6 +3,7 @@
 - AdamW (Loshchilov & Hutter 2019) with weight decay on matrices only (embeddings and linear weights), never on
   biases or norm gains - the GPT-2/nanoGPT convention; betas (0.9, 0.95) as in GPT-3 and Chinchilla. Fused on CUDA.
 - SGD with momentum, for fine-tuning comparisons.
+- Muon (Jordan et al. 2024; train/runtime/muon.py) for the blocks' matrices with AdamW for the rest: optional.
 - Linear warmup, then cosine decay to 10% of the peak exactly at the last step. Chinchilla (Hoffmann et al. 2022,
   App. B) found the cosine cycle must match the training horizon: one set longer than the run leaves the model
   under-trained for its token count, which is how earlier work underestimated small models.
@@ -55,7 +56,23 @@ def build_optimizer(
         return torch.optim.AdamW(clean, lr=lr, betas=betas, fused=True)  # one kernel for all tensors (CPU too)
     if name == "sgd":
         return torch.optim.SGD(clean, lr=lr, momentum=momentum)
+    if name == "muon":
+        return _muon(groups, lr, betas)
     raise ValueError(f"optimizer={name!r} is not known (TrainConfig checks it: train/recipe.py)")
+
+
+def _muon(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
+    """Muon for the blocks' matrices, AdamW (with each group's decay and scale) for the rest: train/runtime/muon.py.
+    Muon's matrices get no weight decay: its decay would multiply Muon's 10x larger rate."""
+    from train.runtime.muon import MuonWithAdamW, split_for_muon
+
+    matrices, rest = [], []
+    for g in groups:
+        mine, others = split_for_muon(zip(g["names"], g["params"], strict=True))
+        matrices += mine
+        if others:
+            rest.append({**{k: v for k, v in g.items() if k not in ("names", "params")}, "params": others})
+    return MuonWithAdamW(matrices, rest, lr=lr, betas=betas, weight_decay=0.0)
 
 
 def lr_at(

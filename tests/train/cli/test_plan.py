@@ -71,7 +71,7 @@ def test_out_round_trips(cgpt, tmp_path: Path) -> None:
 
 def test_minutes(cgpt, monkeypatch: pytest.MonkeyPatch) -> None:
     # the real probe is tested in test_plan.py; here a fake one keeps the test fast
-    monkeypatch.setattr(probe, "make_probe", lambda device, seconds: lambda plan: 1e9)
+    monkeypatch.setattr(probe, "make_probe", lambda device, seconds, **kw: lambda plan: 1e9)
     code, out, err = cgpt(
         "--minutes",
         "0.1",

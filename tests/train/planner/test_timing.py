@@ -1,0 +1,164 @@
+"""--minutes plans: the whole command's time (evaluation, checkpoints, startup), repeatable shapes under timing
+noise, the machine profile, and the dtype the probe picks (train/planner/timing.py, probe.py, timeplan.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.config import GPTConfig
+from train.errors import CgptError
+from train.planner import probe, timing
+from train.planner.plan import RunCosts, estimate_seconds, make_plan, plan_for_minutes
+from train.planner.timeplan import ProbeOptions, plan_minutes
+from train.pretrain import train_config_from_plan
+
+SPEED = timing.Speed(flops_per_s=2e10, dtype="float32", eval_tokens_per_s=3e5, checkpoint_s=0.05)
+
+
+def test_stable_budget_rounds_down_onto_a_grid() -> None:
+    grid = [10 ** (k / timing.GRID_PER_DECADE) for k in range(240, 290)]
+    for lo, hi in zip(grid, grid[1:], strict=False):
+        for c in (lo, lo * 1.0001, math.sqrt(lo * hi), hi * 0.9999):
+            assert timing.stable_budget(c) == pytest.approx(lo, rel=1e-9)
+    assert timing.stable_budget(hi) == pytest.approx(hi, rel=1e-9)
+
+
+def test_overhead_counts_evaluations_checkpoints_and_the_tail() -> None:
+    steps, batch, block = 1000, 8, 128
+    every = timing.eval_every(steps)
+    assert every == 100 and timing.checkpoint_every(steps) == 500  # what train_config_from_plan uses
+    scored = timing.eval_tokens(steps, batch, block, eval_batches=20, final_tokens=111_000)
+    assert scored == 10 * 20 * batch * block + 111_000
+    saves = 10 + 2 + 1  # best-so-far at each evaluation, every 500 steps, the last
+    want = scored / SPEED.eval_tokens_per_s + saves * SPEED.checkpoint_s + timing.TAIL_S
+    assert timing.overhead_seconds(SPEED, steps, batch, block, 20, 111_000) == pytest.approx(want)
+
+
+def test_the_whole_command_fits_the_minutes() -> None:
+    costs = RunCosts(spent_s=4.0, eval_batches=20, final_eval_tokens=300_000)
+    plan = plan_for_minutes(0.5, lambda p: SPEED, 65, 128, costs=costs)
+    total = plan.est_seconds + plan.overhead_s
+    assert total == pytest.approx(30.0, abs=0.25)  # tokens come in whole steps (50 ms each here)
+    assert plan.overhead_s == pytest.approx(costs.overhead(plan, SPEED)) and plan.overhead_s > 4.0 + 1.0
+    # without the costs the same budget trains longer: the overhead came out of the training steps
+    bare = plan_for_minutes(0.5, lambda p: SPEED.flops_per_s, 65, 128)
+    assert bare.tokens > plan.tokens and plan.est_seconds < 30 - 4.0 - 300_000 / SPEED.eval_tokens_per_s
+    assert plan.dtype == "float32" and bare.dtype == "auto"  # a bare FLOP/s figure names no dtype
+
+
+def test_time_already_spent_comes_off_the_budget() -> None:
+    early = plan_for_minutes(0.5, lambda p: SPEED, 65, 128, costs=RunCosts(started=time.perf_counter()))
+    late = plan_for_minutes(0.5, lambda p: SPEED, 65, 128, costs=RunCosts(started=time.perf_counter() - 10))
+    assert early.est_seconds - late.est_seconds == pytest.approx(10.0, abs=0.5)
+    with pytest.raises(CgptError, match="already took"):
+        plan_for_minutes(0.1, lambda p: SPEED, 65, 128, costs=RunCosts(spent_s=7.0))
+
+
+def _shape(plan):  # noqa: ANN001, ANN202
+    return plan.n_layer, plan.n_embd, plan.batch_size
+
+
+def test_noisy_probes_mostly_keep_the_shape() -> None:
+    """Throughput measured with +-3% noise: the rounded budget keeps one shape in most plans, where solving C
+    exactly gives as many budgets as there are measurements."""
+    rng = random.Random(0)
+
+    def command():  # noqa: ANN202
+        measured = {}  # as make_probe does: each shape measured once per command, with that command's noise
+
+        def noisy(plan):  # noqa: ANN001, ANN202
+            key = (plan.n_layer, plan.n_embd, plan.batch_size)
+            if key not in measured:
+                measured[key] = timing.Speed(2e10 * (1 + rng.uniform(-0.03, 0.03)), "float32", 3e5, 0.05)
+            return measured[key]
+
+        return plan_for_minutes(2, noisy, 65, 128)
+
+    plans = [command() for _ in range(40)]
+    shapes = [_shape(p) for p in plans]
+    most = max(set(shapes), key=shapes.count)
+    assert shapes.count(most) >= 30 and len(set(shapes)) <= 2
+    budgets = {timing.stable_budget(p.tokens * 6 * p.params) for p in plans}
+    assert len(budgets) <= 3
+    for p in plans:  # and each still fills its two minutes
+        assert p.est_seconds + p.overhead_s == pytest.approx(120, rel=0.05)
+
+
+def test_profile_round_trip_and_reuse(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "profile.json"
+    prof = timing.Profile(path, "machine A")
+    prof.put("4x128", SPEED)
+    again = timing.Profile(path, "machine A")
+    assert again.get("4x128") == SPEED and again.loaded == 1
+    other = timing.Profile(path, "machine B")  # another machine's figures are not trusted
+    assert other.get("4x128") is None and other.loaded == 0
+    path.write_text("{not json")
+    with pytest.raises(CgptError, match="profile.json"):
+        timing.Profile(path, "machine A")
+    path.write_text(json.dumps({"machine": "machine A", "shapes": []}))
+    with pytest.raises(CgptError, match="expected"):
+        timing.Profile(path, "machine A")
+
+
+def test_make_probe_measures_each_shape_once_across_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake(config, batch, device, seconds, seed, warmup, dtypes, windows, extras=True):  # noqa: ANN001, ANN202
+        calls.append((config.n_layer, config.n_embd, dtypes))
+        return timing.Speed(1e10 * (1 + 0.1 * len(calls)), "float32", 1e5, 0.01, {"float32": 1e10})
+
+    monkeypatch.setattr(probe, "_measure", fake)
+    profile = timing.Profile(tmp_path / "p.json", "here")
+    first = plan_for_minutes(1, probe.make_probe(torch.device("cpu"), profile=profile), 65, 64)
+    n = len(calls)
+    assert n >= 1 and all(d == probe.candidate_dtypes(torch.device("cpu")) for *_, d in calls)
+    # a second command on the same machine: nothing is measured, the plan is the same
+    again = timing.Profile(tmp_path / "p.json", "here")
+    second = plan_for_minutes(1, probe.make_probe(torch.device("cpu"), profile=again), 65, 64)
+    assert len(calls) == n and second == first
+
+
+def test_probe_picks_the_faster_dtype_it_measured() -> None:
+    config = GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)
+    speed = probe._measure(config, 2, torch.device("cpu"), 0.2, 0, 1, ("float32", "bfloat16"), 2)
+    assert set(speed.by_dtype) == {"float32", "bfloat16"}
+    assert speed.dtype == max(speed.by_dtype, key=speed.by_dtype.__getitem__)
+    assert speed.flops_per_s == speed.by_dtype[speed.dtype]
+    assert speed.eval_tokens_per_s > 0 and speed.checkpoint_s > 0
+
+
+def test_the_plans_dtype_reaches_the_run() -> None:
+    plan = plan_for_minutes(0.5, lambda p: timing.Speed(2e10, "bfloat16", 3e5, 0.01, {"bfloat16": 2e10}), 65, 128)
+    assert plan.dtype == "bfloat16" and train_config_from_plan(plan).dtype == "bfloat16"
+    assert train_config_from_plan(plan, dtype="float32").dtype == "float32"  # an explicit --dtype wins
+    with pytest.raises(CgptError, match="dtype"):
+        type(plan)(**{**plan.to_dict(), "dtype": "float16"})
+
+
+def test_plan_minutes_with_the_real_probe_writes_and_reuses_the_profile(tmp_path: Path) -> None:
+    options = ProbeOptions(seconds=0.05, profile=str(tmp_path / "p.json"))
+    cpu = torch.device("cpu")
+    first = plan_minutes(0.25, 65, 32, cpu, None, options, log=lambda s: None)
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["shapes"] and probe.machine_id(cpu) == saved["machine"]
+    second = plan_minutes(0.25, 65, 32, cpu, None, options, log=lambda s: None)
+    assert second == first  # same machine profile, same plan: nothing was measured again
+    step_s = first.est_seconds / first.steps  # the plan fills the time up to whole steps
+    assert first.est_seconds + first.overhead_s == pytest.approx(15.0, abs=max(0.75, 2 * step_s))
+    assert estimate_seconds(first, first.flops_per_s) == pytest.approx(first.est_seconds)
+
+
+def test_make_plan_takes_a_block_by_name() -> None:
+    modern = make_plan("flops", 1e14, 256, 128, arch="modern")
+    gpt2 = make_plan("flops", 1e14, 256, 128, arch="gpt2")
+    assert (modern.mlp, modern.norm, modern.positions, modern.bias) == ("swiglu", "rmsnorm", "rope", False)
+    assert (gpt2.mlp, gpt2.norm, gpt2.positions, gpt2.bias) == ("gelu", "layernorm", "learned", True)
+    with pytest.raises(ValueError, match="arch"):
+        make_plan("flops", 1e14, 256, 128, arch="llama")
