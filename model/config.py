@@ -171,7 +171,7 @@ ARCHS: dict[str, dict[str, Any]] = {
     "gpt2": {"mlp": "gelu", "norm": "layernorm", "positions": "learned", "bias": True},
     "modern": {"mlp": "swiglu", "norm": "rmsnorm", "positions": "rope", "bias": False},
 }
-DEFAULT_ARCH = "gpt2"
+DEFAULT_ARCH = "modern"
 
 
 def arch(name: str) -> GPTConfig:

@@ -5,8 +5,8 @@ records count it on GPUs: time to 3.28 on FineWeb). Here, by default, the target
 tinyshakespeare at character level (its README's "baby GPT" CPU run: 4 x 128, context 64, batch 12, 2000
 iterations, val loss ~1.88-1.89), on the whole validation split (non-overlapping windows), in one invocation:
 
-1. `command`: what `cgpt pretrain --minutes M` does - plan for M minutes of this machine (probe or machine
-   profile, train/planner/timeplan.py), then train - timed from the start to the summary, with its final loss on
+1. `command`: what `cgpt pretrain --minutes M --allow-repeat` does - plan for M minutes of this machine (probe
+   or machine profile, train/planner/timeplan.py), then train - timed from the start to the summary, with its final loss on
    the whole validation split. This is the number a user sees.
 2. `planned` and `gpt2`: the planned run's configuration and nanoGPT's (GPT-2 block, learned positions,
    LayerNorm, GELU, no biases, lr 1e-3 with 100 warmup steps and a cosine to 1e-4 over 2000 steps, AdamW betas
@@ -15,7 +15,8 @@ iterations, val loss ~1.88-1.89), on the whole validation split (non-overlapping
    or below the target, so its resolution is one evaluation interval.
 
 The ratio gpt2 / planned is measured in one process on one machine, side by side; absolute seconds depend on
-the machine and its load.
+the machine and its load. Every run may repeat the data (tinyshakespeare holds 1M training characters; a
+small model reads more than that in a minute).
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def _time_to(metrics: Path, target: float) -> tuple[float | None, int | None, li
 def timed_run(data: Path, out: Path, model: GPTConfig, train: TrainConfig, target: float, evals: int,
               progress: bool) -> dict[str, Any]:  # fmt: skip
     """Train with the whole validation split scored `evals` times; the time to `target`."""
-    every = max(1, train.max_steps // evals)
+    out, every = Path(out), max(1, train.max_steps // evals)
     train = dataclasses.replace(train, eval_every=every, eval_batches=0, checkpoint_every=train.max_steps)
-    summary = pretrain(data, out, model, train, force=True, progress=progress, log=lambda *_: None)
+    summary = pretrain(data, out, model, train, force=True, allow_repeat=True, progress=progress, log=lambda *_: None)
     seconds, step, curve = _time_to(out / "metrics.jsonl", target)
     return {
         "model": f"{model.n_layer} x {model.n_embd}, {model.mlp}/{model.norm}/{model.positions}, T {model.block_size}",
@@ -114,8 +115,8 @@ def speedrun(
     plan = plan_minutes(minutes, data.tokenizer.vocab_size, block_size, dev, started, probe,
                         TrainConfig.eval_batches, len(data.val), log=log, **plan_options)  # fmt: skip
     model, train = plan.model_config(), train_config_from_plan(plan, device=device)
-    summary = pretrain(data_dir, out / "command", model, train, plan, force=True, progress=progress,
-                       log=lambda *_: None)  # fmt: skip
+    summary = pretrain(data_dir, out / "command", model, train, plan, force=True, allow_repeat=True,
+                       progress=progress, log=lambda *_: None)  # fmt: skip
     command = {"wall_s": time.perf_counter() - started, "minutes": minutes, "final_loss": summary["val_loss_full"],
                "plan": _describe(plan)}  # fmt: skip
 

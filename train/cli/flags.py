@@ -139,7 +139,9 @@ def add_arch_flag(p: argparse.ArgumentParser) -> None:
 def add_probe_flags(p: argparse.ArgumentParser) -> None:
     """How a --minutes plan measures this machine (train/planner/probe.py, train/planner/timing.py)."""
     p.add_argument(
-        "--probe-seconds", type=amount, default=1.0, help="for --minutes: timed seconds per probed shape (1)"
+        "--probe-seconds",
+        type=amount,
+        help="for --minutes: timed seconds per probed shape (default 1%% of the budget, 0.2 to 1)",
     )
     p.add_argument(
         "--profile",

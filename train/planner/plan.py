@@ -264,6 +264,31 @@ def estimate_seconds(plan: Plan, flops_per_s: float) -> float:
 
 
 MAX_STEP = math.log(100.0)  # plan_for_minutes changes C at most 100x per probe
+# sizes plan_for_minutes weighs against the FLOP-optimal one, as multiples of it
+TIME_SIZE_FACTORS = (1.0, 2.0, 4.0, 8.0, 16.0)
+LOSS_MARGIN = 0.02  # ... and one replaces a smaller one only if it lowers the reducible loss L - E by 2%
+
+
+def _fill(
+    config: GPTConfig,
+    seconds: float,
+    estimate: Callable[[Plan], tuple[timing.Speed, float, float]],
+    budget: float,
+    target: float,
+    law: scaling.Law,
+    allocation: str,
+) -> Plan:
+    """`config` trained on the tokens that fill `seconds` at its measured speed, less the run's other costs;
+    the overhead and the batch depend on the steps, so a few rounds."""
+    plan = plan_for_shape(config, seconds * 1e3, "flops", budget, target, law, allocation)
+    for _ in range(5):
+        speed, _, extra_s = estimate(plan)
+        tokens = max(seconds - extra_s, 1e-3 * seconds) * speed.flops_per_s / flops_per_token(config)
+        filled = plan_for_shape(config, tokens, "flops", budget, target, law, allocation)
+        if filled == plan:
+            break
+        plan = filled
+    return plan
 
 
 @dataclass(frozen=True)
@@ -294,6 +319,7 @@ def plan_for_minutes(
     tol: float = 0.03,
     max_iter: int = 12,
     costs: RunCosts | None = None,
+    size_factors: tuple[float, ...] = TIME_SIZE_FACTORS,
     **options: Any,
 ) -> Plan:
     """The plan whose whole command takes `minutes`: training steps at the throughput `measure(plan)` reports,
@@ -303,9 +329,12 @@ def plan_for_minutes(
     overhead = target for C: a fixed-point step C <- C x target / est first, then secant steps on log C, which
     stay fast where throughput grows almost as fast as C (small models on a GPU), each step at most 100x in C so a
     noisy measurement cannot send the probe to a model too big for memory. Then, for repeatable plans, C is
-    rounded down onto a fixed grid (timing.stable_budget) and the shape is that budget's; last, the token count
-    is filled up to the time left at that shape's measured speed (at most ~10% more tokens). `options` are
-    passed to `make_plan`.
+    rounded down onto a fixed grid (timing.stable_budget), and that budget's compute-optimal size N and sizes
+    `size_factors` times larger are each given the tokens that fill the time left at their measured speed. The
+    plan is the one whose law predicts the lowest loss L(N, D): at a fixed FLOP count the law's optimum is N,
+    but per second a larger model can be the better buy where small ones run far below the machine's FLOP/s (a
+    CPU at these sizes: per-step overheads), which is what wall-clock planning is about. `options` are passed to
+    `make_plan`.
     """
     scaling.check_positive("minutes", minutes)
     costs = RunCosts() if costs is None else costs
@@ -334,15 +363,19 @@ def plan_for_minutes(
         step = max(-MAX_STEP, min(MAX_STEP, -miss / slope))  # timing noise must not fling C (and memory) away
         prev, x = (x, miss), x + step
     budget = timing.stable_budget(math.exp(best[0]))
-    plan = make_plan("flops", budget, vocab_size, block_size, **options)
-    for _ in range(4):  # fill the time left at this shape; the overhead and the batch depend on the steps
-        speed, train_s, extra_s = estimate(plan)
-        tokens = max(seconds - extra_s, 1e-3 * seconds) * speed.flops_per_s / flops_per_token(plan.model_config())
-        filled = plan_for_shape(plan.model_config(), tokens, "flops", budget, plan.target_params,
-                                scaling.load_law(plan.constants), plan.allocation)  # fmt: skip
-        if filled == plan:
-            break
-        plan = filled
+    base = make_plan("flops", budget, vocab_size, block_size, **options)
+    law, arch = scaling.load_law(base.constants), resolve_arch(options.get("arch"))
+    candidates: dict[tuple[int, int], Plan] = {}
+    for factor in size_factors:  # the FLOP-optimal size, and larger ones that may use the time better
+        n_layer, n_embd, _ = shapes.choose_shape(base.target_params * factor, vocab_size, block_size, arch)
+        if (n_layer, n_embd) not in candidates:
+            config = shapes.shape_config(n_layer, n_embd, vocab_size, block_size, arch)
+            candidates[n_layer, n_embd] = _fill(config, seconds, estimate, budget, base.target_params * factor, law,
+                                                base.allocation)  # fmt: skip
+    plan = next(iter(candidates.values()))
+    for other in candidates.values():  # a larger model must win clearly: timing noise must not flip the choice
+        if other.predicted_loss - law.constants.E < (1 - LOSS_MARGIN) * (plan.predicted_loss - law.constants.E):
+            plan = other
     speed, train_s, extra_s = estimate(plan)
     return dataclasses.replace(
         plan,

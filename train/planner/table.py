@@ -70,8 +70,10 @@ def format_table(plan: Plan, law: scaling.Law | None = None) -> str:
     est = (
         "n/a (cgpt plan --minutes measures this machine)"
         if plan.est_seconds is None
-        else f"{_duration(plan.est_seconds)} at {plan.flops_per_s:.3g} FLOP/s measured"
-    )
+        else f"{_duration(plan.est_seconds)} training at {plan.flops_per_s:.3g} FLOP/s measured"
+        + ("" if plan.overhead_s is None else
+           f" + {_duration(plan.overhead_s)} for the rest (start, probe, evaluation, checkpoints)")
+    )  # fmt: skip
     rows = [
         ("budget", f"--{plan.budget} {_budget(plan)}  ({source}; Hoffmann et al. 2022)"),
         ("params N", f"{plan.params:,}  ({scaling.si(plan.params)}; target {scaling.si(plan.target_params)})"),
@@ -91,6 +93,7 @@ def format_table(plan: Plan, law: scaling.Law | None = None) -> str:
             f"{plan.predicted_loss:.3f} nats/token: {plan.predicted_loss_basis}",
         ),
         ("est. time", est),
+        ("dtype", plan.dtype + ("  (the faster the probe measured)" if plan.budget == "minutes" else "")),
     ]
     lines = [f"{name:<15} {value}" for name, value in rows]
     c = CHINCHILLA

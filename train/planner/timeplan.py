@@ -19,7 +19,7 @@ from train.planner.timing import STARTUP_S, Profile, default_profile_path
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    seconds: float = 1.0  # timed seconds per probed shape
+    seconds: float | None = None  # timed seconds per probed shape; None: 1% of the budget, 0.2 to 1 s
     profile: str | None = None  # the profile file; None: timing.default_profile_path()
     reprobe: bool = False  # measure again (and overwrite what the profile holds for these shapes)
     use_profile: bool = True  # False: neither read nor write a profile
@@ -53,7 +53,8 @@ def plan_minutes(
         log(f"probing training speed on {device} (profile {profile.path}: {len(profile.shapes)} shapes known) ...")
     else:
         log(f"probing training speed on {device} ...")
-    measure = make_probe(device, probe.seconds, dtype=probe.dtype, profile=profile)
+    seconds = probe.seconds or min(1.0, max(0.2, minutes * 60 / 100))  # a 30 s budget cannot probe for 20 s
+    measure = make_probe(device, seconds, dtype=probe.dtype, profile=profile)
     spent = STARTUP_S if started is None else 0.0
     costs = RunCosts(spent, eval_batches, final_eval_tokens, started)
     return plan_for_minutes(minutes, measure, vocab_size, block_size, costs=costs, **options)

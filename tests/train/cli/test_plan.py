@@ -48,7 +48,7 @@ def test_flops_table(cgpt) -> None:
 
 
 def test_params_json(cgpt) -> None:
-    code, out, _ = cgpt("--params", "124M", "--vocab-size", "50257", "--json")
+    code, out, _ = cgpt("--params", "124M", "--vocab-size", "50257", "--arch", "gpt2", "--json")
     d = json.loads(out)  # stdout is exactly one JSON object
     assert code == 0 and CONTRACT_KEYS <= set(d)
     assert (d["n_layer"], d["n_embd"], d["n_head"], d["params"]) == (12, 768, 12, 124_439_808)

@@ -90,7 +90,9 @@ def test_model_config_and_architecture() -> None:
     config = plan.model_config(attention="sdpa", dropout=0.1)
     assert (config.mlp, config.norm, config.positions, config.bias) == ("swiglu", "rmsnorm", "rope", False)
     assert (config.attention, config.dropout, config.n_layer) == ("sdpa", 0.1, plan.n_layer)
-    gpt2 = make_plan("flops", 1e16, 8192, 512).model_config()
+    default = make_plan("flops", 1e16, 8192, 512).model_config()  # model.config.DEFAULT_ARCH: the modern block
+    assert (default.mlp, default.norm, default.positions, default.bias) == ("swiglu", "rmsnorm", "rope", False)
+    gpt2 = make_plan("flops", 1e16, 8192, 512, arch="gpt2").model_config()
     assert (gpt2.mlp, gpt2.norm, gpt2.positions, gpt2.bias, gpt2.tie_embeddings) == (
         "gelu",
         "layernorm",
@@ -167,7 +169,7 @@ def test_minutes_with_a_constant_throughput() -> None:
     assert plan.est_seconds == pytest.approx(estimate_seconds(plan, 2e11))
     # the training steps fill the hour but for the fixed tail (no evaluation speed was measured)
     assert plan.overhead_s == pytest.approx(timing.TAIL_S)
-    assert abs((plan.est_seconds + plan.overhead_s) / 3600 - 1) <= 1e-3 and len(calls) <= 8
+    assert abs((plan.est_seconds + plan.overhead_s) / 3600 - 1) <= 1e-3 and len(calls) <= 30
     check_invariants(plan)
 
 

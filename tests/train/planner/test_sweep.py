@@ -97,7 +97,8 @@ def test_each_run_spends_its_budget_with_its_own_schedule() -> None:
             assert budget <= r.flops < budget + step  # tokens x FLOPs/token: C, plus less than one step
             # 6 x every parameter but the position table (the head: the tied token embedding) + attention
             p = r.plan
-            assert r.flops_per_token == 6 * (p.params - 128 * p.n_embd) + 12 * p.n_layer * p.n_embd * 128
+            positions = 128 * p.n_embd if p.positions == "learned" else 0  # rotary positions have no table
+            assert r.flops_per_token == 6 * (p.params - positions) + 12 * p.n_layer * p.n_embd * 128
             train = train_config_from_plan(r.plan)
             assert train.max_steps == r.plan.steps  # the cosine spans exactly this run
             assert train.warmup_steps == shapes.warmup_steps(r.plan.steps) < r.plan.steps // 10

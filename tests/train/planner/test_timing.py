@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from model.config import GPTConfig
+from model.flops import flops_per_token
 from train.errors import CgptError
-from train.planner import probe, timing
-from train.planner.plan import RunCosts, estimate_seconds, make_plan, plan_for_minutes
+from train.planner import probe, scaling, timing
+from train.planner.plan import LOSS_MARGIN, RunCosts, estimate_seconds, make_plan, plan_for_minutes
 from train.planner.timeplan import ProbeOptions, plan_minutes
 from train.pretrain import train_config_from_plan
 
@@ -162,3 +163,22 @@ def test_make_plan_takes_a_block_by_name() -> None:
     assert (gpt2.mlp, gpt2.norm, gpt2.positions, gpt2.bias) == ("gelu", "layernorm", "learned", True)
     with pytest.raises(ValueError, match="arch"):
         make_plan("flops", 1e14, 256, 128, arch="llama")
+
+
+def test_wall_clock_plans_buy_a_larger_model_only_where_small_ones_waste_the_machine() -> None:
+    """At a constant FLOP/s the law's FLOP-optimal size is also the best per second; where small models run far
+    below the machine's FLOP/s (per-step overheads: a CPU at these sizes) a larger one reaches a lower loss."""
+    flat = plan_for_minutes(2, lambda p: SPEED, 65, 128)
+    assert flat == plan_for_minutes(2, lambda p: SPEED, 65, 128, size_factors=(1.0,))
+
+    def overhead_bound(plan):  # noqa: ANN001, ANN202
+        step_flops = flops_per_token(plan.model_config()) * plan.batch_size * plan.block_size
+        return timing.Speed(step_flops / (8e-3 + step_flops / 7e10), "float32", 3e5, 0.05)  # 8 ms a step + work
+
+    bought = plan_for_minutes(2, overhead_bound, 65, 128)
+    optimal = plan_for_minutes(2, overhead_bound, 65, 128, size_factors=(1.0,))  # the FLOP-optimal size
+    assert bought.params >= 2 * optimal.params
+    # the law predicts the larger model lower by more than the margin, in the same two minutes
+    law = scaling.load_law(bought.constants).constants
+    assert bought.predicted_loss - law.E < (1 - LOSS_MARGIN) * (optimal.predicted_loss - law.E)
+    assert bought.est_seconds + bought.overhead_s == pytest.approx(120, rel=0.02)
