@@ -6,8 +6,8 @@ tinyshakespeare at character level (its README's "baby GPT" CPU run: 4 x 128, co
 iterations, val loss ~1.88-1.89), on the whole validation split (non-overlapping windows), in one invocation:
 
 1. `command`: what `cgpt pretrain --minutes M --allow-repeat` does - plan for M minutes of this machine (probe
-   or machine profile, train/planner/timeplan.py), then train - timed from the start to the summary, with its final loss on
-   the whole validation split. This is the number a user sees.
+   or machine profile, train/planner/timeplan.py), then train - timed from the start to the summary, with its
+   final loss on the whole validation split. This is the number a user sees.
 2. `planned` and `gpt2`: the planned run's configuration and nanoGPT's (GPT-2 block, learned positions,
    LayerNorm, GELU, no biases, lr 1e-3 with 100 warmup steps and a cosine to 1e-4 over 2000 steps, AdamW betas
    (0.9, 0.99), weight decay 0.1), each evaluated on the whole validation split `evals` times. Time to target
