@@ -330,3 +330,26 @@ def test_muon_trains_and_resumes_exactly(data_dir: Path, tmp_path: Path) -> None
     b = load_checkpoint(cut / "checkpoints" / "step-00000012.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a) and _losses(cut) == _losses(full)
     assert _losses(full)[-1][1] < _losses(full)[0][1]  # and it learns
+
+
+def test_minutes_plans_the_command_and_teaches_the_profile(data_dir: Path, tmp_path: Path) -> None:
+    """`--minutes`: the plan in config.json says its dtype and the rest of the command's time; the machine
+    profile (tests/conftest.py gives each test its own) holds the probed shapes and, after the run, how fast it
+    really trained; a second plan from it is the same plan."""
+    profile = tmp_path / "profile.json"
+    args = ["pretrain", "--data", str(data_dir), "--minutes", "0.1", "--probe-seconds", "0.05", "--allow-repeat",
+            "--profile", str(profile), "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    plan = config["plan"]
+    assert plan["budget"] == "minutes" and plan["overhead_s"] > 0 and plan["dtype"] in ("float32", "bfloat16")
+    assert config["train"]["dtype"] == plan["dtype"] and plan["block_size"] == 128  # MINUTES_BLOCK_SIZE
+    saved = json.loads(profile.read_text())
+    assert saved["shapes"] and saved["calibration"] != 1.0
+    from train.planner.plan import Plan
+    from train.planner.timeplan import ProbeOptions, plan_minutes
+
+    options = ProbeOptions(profile=str(profile))
+    again = [plan_minutes(0.1, plan["vocab_size"], 128, torch.device("cpu"), None, options, 20, 100, log=print)
+             for _ in range(2)]  # fmt: skip
+    assert again[0] == again[1] and isinstance(again[0], Plan)

@@ -34,7 +34,7 @@ from train.data.loader import TokenDataset
 from train.errors import CgptError
 from train.planner import shapes
 from train.planner.plan import Plan
-from train.planner.timeplan import ProbeOptions, plan_minutes
+from train.planner.timeplan import ProbeOptions, plan_minutes, record_run
 from train.pretrain import pretrain, train_config_from_plan
 from train.recipe import TrainConfig
 from train.runtime.hardware import resolve_device
@@ -96,7 +96,7 @@ def speedrun(
     device: str = "auto",
     probe: ProbeOptions | None = None,
     evals: int = 20,
-    block_size: int = shapes.DEFAULT_BLOCK_SIZE,
+    block_size: int = shapes.MINUTES_BLOCK_SIZE,
     plan_options: dict[str, Any] | None = None,
     progress: bool = True,
     log: Any = print,
@@ -117,6 +117,7 @@ def speedrun(
     model, train = plan.model_config(), train_config_from_plan(plan, device=device)
     summary = pretrain(data_dir, out / "command", model, train, plan, force=True, allow_repeat=True,
                        progress=progress, log=lambda *_: None)  # fmt: skip
+    record_run(plan, summary, dev, probe)  # as `cgpt pretrain --minutes` does: the profile learns sustained speed
     command = {"wall_s": time.perf_counter() - started, "minutes": minutes, "final_loss": summary["val_loss_full"],
                "plan": _describe(plan)}  # fmt: skip
 

@@ -249,7 +249,7 @@ def _speedrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", help="where the tinyshakespeare file is found (see cgpt prepare --cache-dir)")
     p.add_argument("--out", default="speedrun", help="where the runs and speedrun.json go (speedrun)")
     p.add_argument("--minutes", type=flags.amount, default=0.5, help="the planned run's budget (0.5)")
-    p.add_argument("--block-size", type=flags.positive_int, default=None, help="the plan's context (256)")
+    p.add_argument("--block-size", type=flags.positive_int, default=None, help="the plan's context (128)")
     p.add_argument("--evals", type=flags.positive_int, default=20, help="whole-split evaluations per timed run (20)")
     flags.add_arch_flag(p)
     flags.add_device_flag(p)
@@ -273,7 +273,7 @@ def run_speedrun(args: argparse.Namespace) -> int:
         if not (Path(data) / "meta.json").exists():
             prepare(["tinyshakespeare"], "char", data, cache_dir=args.cache_dir, force=True)
     result = speedrun(data, args.out, args.target, args.minutes, args.device, probe_options(args), args.evals,
-                      args.block_size or shapes.DEFAULT_BLOCK_SIZE, {"arch": args.arch},
+                      args.block_size or shapes.MINUTES_BLOCK_SIZE, {"arch": args.arch},
                       progress=not args.no_progress)  # fmt: skip
     print(json.dumps(result, indent=1) if args.json else format_report(result))
     return 0

@@ -57,7 +57,8 @@ def resolve(
 
     model_over, train_over = config_overrides(args, GPTConfig), config_overrides(args, TrainConfig)
     plan = None
-    block_size = model_over.get("block_size", shapes.DEFAULT_BLOCK_SIZE)
+    default_block = shapes.MINUTES_BLOCK_SIZE if args.minutes else shapes.DEFAULT_BLOCK_SIZE
+    block_size = model_over.get("block_size", default_block)
     law = dict(constants=args.constants, allocation=args.allocation, arch=args.arch)
     if args.plan:
         if args.arch:
@@ -141,6 +142,12 @@ def run(args: argparse.Namespace) -> int:
         data = TokenDataset.open(args.data)
         model, train, plan = resolve(args, data.tokenizer.vocab_size, len(data.val))
         summary = pretrain(args.data, args.out, model, train, plan, **options)
+        if plan is not None and plan.budget == "minutes" and _rank() == 0:
+            from train.cli.plan import probe_options
+            from train.planner.timeplan import record_run
+            from train.runtime.hardware import resolve_device
+
+            record_run(plan, summary, resolve_device(train.device), probe_options(args))
     if _rank() == 0:
         print(_summary_line(summary))
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from train.planner.plan import Plan, RunCosts, plan_for_minutes
-from train.planner.timing import STARTUP_S, Profile, default_profile_path
+from train.planner.timing import STARTUP_S, Profile, Speed, default_profile_path
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,27 @@ def plan_minutes(
         profile = Profile(Path(probe.profile) if probe.profile else default_profile_path(), machine_id(device))
         if probe.reprobe:
             profile.shapes = {}
-        log(f"probing training speed on {device} (profile {profile.path}: {len(profile.shapes)} shapes known) ...")
+        log(
+            f"probing training speed on {device} (profile {profile.path}: {len(profile.shapes)} shapes known, "
+            f"runs sustain {profile.calibration:.2f}x the probe's speed) ..."
+        )
     else:
         log(f"probing training speed on {device} ...")
     seconds = probe.seconds or min(1.0, max(0.2, minutes * 60 / 100))  # a 30 s budget cannot probe for 20 s
-    measure = make_probe(device, seconds, dtype=probe.dtype, profile=profile)
+    raw = make_probe(device, seconds, dtype=probe.dtype, profile=profile)
+    measure = raw if profile is None else (lambda plan: profile.calibrated(Speed.of(raw(plan))))
     spent = STARTUP_S if started is None else 0.0
     costs = RunCosts(spent, eval_batches, final_eval_tokens, started)
     return plan_for_minutes(minutes, measure, vocab_size, block_size, costs=costs, **options)
+
+
+def record_run(plan: Plan, summary: dict[str, Any], device: Any, probe: ProbeOptions | None = None) -> None:
+    """After a --minutes run: teach the machine profile how fast planned runs really train (Profile.record_run)."""
+    from model.flops import flops_per_token
+    from train.planner.probe import machine_id
+
+    probe = ProbeOptions() if probe is None else probe
+    if plan.budget != "minutes" or not plan.flops_per_s or not probe.use_profile or not summary.get("tokens_per_s"):
+        return
+    profile = Profile(Path(probe.profile) if probe.profile else default_profile_path(), machine_id(device))
+    profile.record_run(plan.flops_per_s / flops_per_token(plan.model_config()), summary["tokens_per_s"])

@@ -182,3 +182,26 @@ def test_wall_clock_plans_buy_a_larger_model_only_where_small_ones_waste_the_mac
     law = scaling.load_law(bought.constants).constants
     assert bought.predicted_loss - law.E < (1 - LOSS_MARGIN) * (optimal.predicted_loss - law.E)
     assert bought.est_seconds + bought.overhead_s == pytest.approx(120, rel=0.02)
+
+
+def test_the_profile_learns_how_fast_planned_runs_really_train(tmp_path: Path) -> None:
+    prof = timing.Profile(tmp_path / "p.json", "here")
+    prof.put("s", SPEED)
+    assert prof.calibrated(SPEED) == SPEED  # nothing learned yet
+    prof.record_run(planned_tokens_per_s=40_000, real_tokens_per_s=30_000)  # runs sustain 3/4 of the probe
+    assert prof.calibration == pytest.approx(math.sqrt(0.75))  # halfway (in log) per run
+    for _ in range(12):
+        prof.record_run(40_000 * prof.calibration, 30_000)
+    assert prof.calibration == pytest.approx(0.75, rel=1e-3)
+    again = timing.Profile(tmp_path / "p.json", "here")  # it is saved with the shapes
+    assert again.calibration == pytest.approx(prof.calibration)
+    slow = again.calibrated(SPEED)
+    assert slow.flops_per_s == pytest.approx(0.75 * SPEED.flops_per_s, rel=1e-3)
+    assert slow.eval_tokens_per_s == pytest.approx(0.75 * SPEED.eval_tokens_per_s, rel=1e-3)
+    # a calibrated plan does 3/4 of the work in the same minutes
+    fast = plan_for_minutes(1, lambda p: SPEED, 65, 128, size_factors=(1.0,))
+    real = plan_for_minutes(1, lambda p: again.calibrated(SPEED), 65, 128, size_factors=(1.0,))
+    work = [p.tokens * flops_per_token(p.model_config()) for p in (fast, real)]
+    assert work[1] / work[0] == pytest.approx(0.75, rel=0.05)
+    prof.record_run(40_000, float("nan"))  # a run without a speed teaches nothing
+    assert prof.calibration == pytest.approx(0.75, rel=1e-3)
