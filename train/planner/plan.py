@@ -271,6 +271,7 @@ LOSS_MARGIN = 0.02  # ... and one replaces a smaller one only if it lowers the r
 
 def _fill(
     config: GPTConfig,
+    guess: float,
     seconds: float,
     estimate: Callable[[Plan], tuple[timing.Speed, float, float]],
     budget: float,
@@ -278,9 +279,10 @@ def _fill(
     law: scaling.Law,
     allocation: str,
 ) -> Plan:
-    """`config` trained on the tokens that fill `seconds` at its measured speed, less the run's other costs;
-    the overhead and the batch depend on the steps, so a few rounds."""
-    plan = plan_for_shape(config, seconds * 1e3, "flops", budget, target, law, allocation)
+    """`config` trained on the tokens that fill `seconds` at its measured speed, less the run's other costs,
+    starting from `guess` tokens (the batch, and so the speed, depends on the token count: a guess far too small
+    would cap the batch at one sequence and measure that); the overhead depends on the steps: a few rounds."""
+    plan = plan_for_shape(config, guess, "flops", budget, target, law, allocation)
     for _ in range(5):
         speed, _, extra_s = estimate(plan)
         tokens = max(seconds - extra_s, 1e-3 * seconds) * speed.flops_per_s / flops_per_token(config)
@@ -370,8 +372,9 @@ def plan_for_minutes(
         n_layer, n_embd, _ = shapes.choose_shape(base.target_params * factor, vocab_size, block_size, arch)
         if (n_layer, n_embd) not in candidates:
             config = shapes.shape_config(n_layer, n_embd, vocab_size, block_size, arch)
-            candidates[n_layer, n_embd] = _fill(config, seconds, estimate, budget, base.target_params * factor, law,
-                                                base.allocation)  # fmt: skip
+            guess = base.tokens * flops_per_token(base.model_config()) / flops_per_token(config)  # the same work
+            candidates[n_layer, n_embd] = _fill(config, guess, seconds, estimate, budget, base.target_params * factor,
+                                                law, base.allocation)  # fmt: skip
     plan = next(iter(candidates.values()))
     for other in candidates.values():  # a larger model must win clearly: timing noise must not flip the choice
         if other.predicted_loss - law.constants.E < (1 - LOSS_MARGIN) * (plan.predicted_loss - law.constants.E):
