@@ -93,6 +93,14 @@ def adamw_update_(
     p.addcdiv_(state["exp_avg"], denom, value=-step_size)
 
 
+def _closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """torch.optim's closure convention: re-evaluate the loss (with gradients) before the step, if given."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _check_matrices(group: dict[str, Any]) -> None:
     for p in group["params"]:
         if p.dim() != 2:
@@ -144,10 +152,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             _step_muon_group(self.state, group)
         return loss
@@ -219,10 +224,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             if group["muon"]:
                 _step_muon_group(self.state, group)
