@@ -332,7 +332,8 @@ def plan_for_minutes(
     stay fast where throughput grows almost as fast as C (small models on a GPU), each step at most 100x in C so a
     noisy measurement cannot send the probe to a model too big for memory. Then, for repeatable plans, C is
     rounded down onto a fixed grid (timing.stable_budget), and that budget's compute-optimal size N and sizes
-    `size_factors` times larger are each given the tokens that fill the time left at their measured speed. The
+    `size_factors` times larger - each in the planner's shape and one layer shallower (shapes.shallower_shape) -
+    are each given the tokens that fill the time left at their measured speed. The
     plan is the one whose law predicts the lowest loss L(N, D): at a fixed FLOP count the law's optimum is N,
     but per second a larger model can be the better buy where small ones run far below the machine's FLOP/s (a
     CPU at these sizes: per-step overheads), which is what wall-clock planning is about. `options` are passed to
@@ -369,12 +370,15 @@ def plan_for_minutes(
     law, arch = scaling.load_law(base.constants), resolve_arch(options.get("arch"))
     candidates: dict[tuple[int, int], Plan] = {}
     for factor in size_factors:  # the FLOP-optimal size, and larger ones that may use the time better
-        n_layer, n_embd, _ = shapes.choose_shape(base.target_params * factor, vocab_size, block_size, arch)
-        if (n_layer, n_embd) not in candidates:
+        target = base.target_params * factor
+        usual = shapes.choose_shape(target, vocab_size, block_size, arch)[:2]
+        for n_layer, n_embd in (usual, shapes.shallower_shape(target, vocab_size, block_size, arch) or usual):
+            if (n_layer, n_embd) in candidates:
+                continue
             config = shapes.shape_config(n_layer, n_embd, vocab_size, block_size, arch)
             guess = base.tokens * flops_per_token(base.model_config()) / flops_per_token(config)  # the same work
-            candidates[n_layer, n_embd] = _fill(config, guess, seconds, estimate, budget, base.target_params * factor,
-                                                law, base.allocation)  # fmt: skip
+            candidates[n_layer, n_embd] = _fill(config, guess, seconds, estimate, budget, target, law,
+                                                base.allocation)  # fmt: skip
     plan = next(iter(candidates.values()))
     for other in candidates.values():  # a larger model must win clearly: timing noise must not flip the choice
         if other.predicted_loss - law.constants.E < (1 - LOSS_MARGIN) * (plan.predicted_loss - law.constants.E):

@@ -174,6 +174,23 @@ def choose_shape(
     return best.n_layer, best.n_embd, best.n_head
 
 
+def shallower_shape(
+    target_params: float, vocab_size: int, block_size: int, arch: GPTConfig | None = None
+) -> tuple[int, int] | None:
+    """(n_layer, n_embd) with one layer fewer than `choose_shape`'s and the width whose N is nearest the target
+    (within 15%), or None. Kaplan et al. find the loss nearly indifferent to the aspect ratio, while a CPU runs
+    fewer, wider layers faster per token (measured: 2 x 80 at 30.5k tokens/s, 3 x 64 at 27k); a wall-clock plan
+    weighs both (plan.plan_for_minutes)."""
+    arch = GPTConfig() if arch is None else arch
+    n_layer, _, _ = choose_shape(target_params, vocab_size, block_size, arch)
+    options = [c for c in _candidates(target_params, vocab_size, block_size, arch) if c.n_layer == n_layer - 1]
+    near = [c for c in options if abs(math.log(param_counts(c).total / target_params)) < math.log(1.15)]
+    if not near:
+        return None
+    best = min(near, key=lambda c: abs(math.log(param_counts(c).total / target_params)))
+    return best.n_layer, best.n_embd
+
+
 # --- recipe -----------------------------------------------------------------------------------------------
 
 
