@@ -127,3 +127,20 @@ def test_batch_schedule_invariants(n: float, d: float, block: int) -> None:
 
 def test_warmup() -> None:
     assert [shapes.warmup_steps(s) for s in (1, 100, 5000, 10**6)] == [1, 3, 150, 1000]
+
+
+def test_shallower_shape_has_one_layer_fewer_and_about_the_same_size() -> None:
+    from model.config import arch
+
+    modern, found = arch("modern"), 0
+    for target in (1.6e5, 3e5, 6e5, 2e6, 2e7):
+        n_layer, n_embd, _ = shapes.choose_shape(target, 67, 128, modern)
+        other = shapes.shallower_shape(target, 67, 128, modern)
+        if other is None:
+            continue
+        found += 1
+        assert other[0] == n_layer - 1 and other[1] > n_embd  # fewer, wider layers
+        n = param_counts(shapes.shape_config(*other, 67, 128, modern)).total
+        assert abs(math.log(n / target)) < math.log(1.15)
+    assert found >= 3
+    assert shapes.shallower_shape(2e4, 67, 128, modern) is None  # one layer already
