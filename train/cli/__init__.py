@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    started = time.perf_counter()  # `--minutes M` counts the whole command from here
+    started = time.perf_counter()  # `--minutes M` counts the whole command from here ...
+    if argv is None:  # ... and, run as the `cgpt` command, from the process's start
+        from train.planner.timing import process_age
+
+        started -= process_age()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -41,8 +41,13 @@ def plan_minutes(
     """The plan for a command that should end `minutes` after `started`; without `started`, for a later command
     (`cgpt pretrain --plan`) whose start is estimated (timing.STARTUP_S). `options` go to make_plan (constants,
     allocation, arch)."""
-    from train.planner.probe import machine_id, make_probe  # torch
+    import torch
 
+    from train.planner.probe import machine_id, make_probe
+
+    # The first optimizer a process builds imports torch._dynamo (~2 s on a CPU, measured here): build one now,
+    # so those seconds are spent before the plan divides the time rather than inside the run it planned.
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
     probe = ProbeOptions() if probe is None else probe
     log = log or (lambda text: print(text, file=sys.stderr))
     profile = None
@@ -61,16 +66,55 @@ def plan_minutes(
     measure = raw if profile is None else (lambda plan: profile.calibrated(Speed.of(raw(plan))))
     spent = STARTUP_S if started is None else 0.0
     costs = RunCosts(spent, eval_batches, final_eval_tokens, started)
-    return plan_for_minutes(minutes, measure, vocab_size, block_size, costs=costs, **options)
+
+    def report(weighed: list[Plan], chosen: Plan) -> None:
+        log(format_weighed(weighed, chosen, lambda plan: Speed.of(measure(plan))))
+
+    return plan_for_minutes(minutes, measure, vocab_size, block_size, costs=costs, report=report, **options)
+
+
+def format_weighed(weighed: list[Plan], chosen: Plan, speed: Any) -> str:
+    """The shapes a --minutes plan weighed: each at the tokens its measured speed fits in the time, the law's
+    prediction for it, and the one chosen (marked >)."""
+    from model.flops import flops_per_token
+
+    lines = ["weighed (tokens each fills the time with at its measured speed; the law's predicted loss):"]
+    lines.append(f"    {'shape':>9} {'params':>9} {'tokens':>9} {'tokens/s':>9} {'predicted':>9}")
+    for plan in weighed:
+        rate = speed(plan).flops_per_s / flops_per_token(plan.model_config())
+        mark = ">" if plan is chosen else " "
+        lines.append(
+            f"  {mark} {f'{plan.n_layer} x {plan.n_embd}':>9} {plan.params / 1e3:>8.1f}k {plan.tokens / 1e6:>8.2f}M "
+            f"{rate / 1e3:>8.1f}k {plan.predicted_loss:>9.3f}"
+        )
+    return "\n".join(lines)
 
 
 def record_run(plan: Plan, summary: dict[str, Any], device: Any, probe: ProbeOptions | None = None) -> None:
-    """After a --minutes run: teach the machine profile how fast planned runs really train (Profile.record_run)."""
+    """After a --minutes run: teach the machine profile how fast this shape really trained (Profile.record_run)."""
     from model.flops import flops_per_token
-    from train.planner.probe import machine_id
+    from train.planner.probe import machine_id, shape_key
 
     probe = ProbeOptions() if probe is None else probe
-    if plan.budget != "minutes" or not plan.flops_per_s or not probe.use_profile or not summary.get("tokens_per_s"):
+    if plan.budget != "minutes" or not probe.use_profile or not summary.get("tokens_per_s"):
         return
     profile = Profile(Path(probe.profile) if probe.profile else default_profile_path(), machine_id(device))
-    profile.record_run(plan.flops_per_s / flops_per_token(plan.model_config()), summary["tokens_per_s"])
+    profile.record_run(shape_key(plan, probe.dtype), summary["tokens_per_s"] * flops_per_token(plan.model_config()))
+
+
+def format_weighed(weighed: list[Plan], chosen: Plan, speed: Any) -> str:
+    """The shapes a --minutes plan weighed: each at the tokens its measured speed fits in the time, the law's
+    prediction for it, and the one chosen (marked >)."""
+    from model.flops import flops_per_token
+
+    lines = ["weighed (tokens each fills the time with at its measured speed; the law's predicted loss):"]
+    lines.append(f"    {'shape':>9} {'params':>9} {'tokens':>9} {'tokens/s':>9} {'predicted':>9}")
+    for plan in weighed:
+        rate = speed(plan).flops_per_s / flops_per_token(plan.model_config())
+        mark = ">" if plan is chosen else " "
+        lines.append(
+            f"  {mark} {f'{plan.n_layer} x {plan.n_embd}':>9} {plan.params / 1e3:>8.1f}k {plan.tokens / 1e6:>8.2f}M "
+            f"{rate / 1e3:>8.1f}k {plan.predicted_loss:>9.3f}"
+        )
+    return "\n".join(lines)
+

@@ -37,7 +37,9 @@ from train.runtime.files import atomic_write_text
 
 GRID_PER_DECADE = 24  # C is rounded down to 10^(k/24): steps of 10%
 STARTUP_S = 2.0  # a later command's start (importing torch, opening the data), when a plan is made ahead of it
-TAIL_S = 1.5  # summary.json, the loss plot (importing matplotlib), closing files: measured ~1-1.5 s on a CPU
+# after the last step: summary.json, the loss plot (importing matplotlib: ~0.9 s with the plot) and the
+# interpreter's exit with torch loaded (~1.2 s): measured on this project's 2-core CPU
+TAIL_S = 2.5
 EVALS_PER_RUN = 10  # train.pretrain.train_config_from_plan evaluates every steps // 10 steps
 
 
@@ -50,6 +52,7 @@ class Speed:
     eval_tokens_per_s: float = math.inf  # forward only, no gradients (evaluation)
     checkpoint_s: float = 0.0  # one atomic checkpoint save: weights and optimizer state
     by_dtype: dict[str, float] = dataclasses.field(default_factory=dict)  # training FLOP/s of each dtype probed
+    run_flops_per_s: float = 0.0  # what whole planned runs of this shape sustained (Profile.record_run); 0: none
 
     @classmethod
     def of(cls, value: Speed | float) -> Speed:
@@ -62,6 +65,19 @@ class Speed:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Speed:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: /proc/self/stat), 0.0 where unknown: a `cgpt` command's clock
+    then includes the interpreter's start and the imports before `main`."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name: field 3 (state) onwards
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: start time, in ticks
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def stable_budget(flops: float) -> float:
@@ -147,23 +163,30 @@ class Profile:
         self._save()
 
     def calibrated(self, speed: Speed) -> Speed:
-        """`speed` as a whole run sustains it: a probe of a second or two sees boost clocks and warm caches that a
-        run of minutes does not (measured here: a 2 x 80 model probed at 42k tokens/s trained at 30k)."""
+        """`speed` as a whole run sustains it: what runs of this very shape sustained, where one has run; else
+        the probe's figure times the calibration - a probe of a second or two sees boost clocks and warm caches
+        that a run of minutes does not (measured here: a 2 x 80 model probed at 42k tokens/s trained at 30k)."""
         c = self.calibration
         return dataclasses.replace(
             speed,
-            flops_per_s=speed.flops_per_s * c,
+            flops_per_s=speed.run_flops_per_s or speed.flops_per_s * c,
             eval_tokens_per_s=speed.eval_tokens_per_s * c,
             by_dtype={k: v * c for k, v in speed.by_dtype.items()},
         )
 
-    def record_run(self, planned_tokens_per_s: float, real_tokens_per_s: float) -> None:
-        """A planned run's sustained speed against the one it was planned with: the calibration moves halfway
-        (in log) towards making them equal, so one odd run does not swing the next plan."""
-        ratio = real_tokens_per_s / planned_tokens_per_s
-        if not 0 < ratio < math.inf:
+    def record_run(self, key: str, run_flops_per_s: float) -> None:
+        """A planned run of shape `key` sustained `run_flops_per_s` while training. Two things are learnt, each
+        moved halfway (in log) towards the new figure so one odd run (a busy machine) does not swing the next plan:
+        the shape's own sustained speed, which later plans use instead of its probe's; and the calibration, the
+        ratio of sustained to probed speed, which scales the probes of shapes that have not run yet. An
+        over-measured shape (a lucky probe) that wins a plan is so corrected by its first run."""
+        speed = self.shapes.get(key)
+        if speed is None or not 0 < run_flops_per_s < math.inf or not speed.flops_per_s > 0:
             return
-        self.calibration = min(1.5, max(0.25, self.calibration * math.sqrt(ratio)))
+        ratio = run_flops_per_s / speed.flops_per_s
+        self.calibration = min(1.5, max(0.25, math.sqrt(self.calibration * ratio)))
+        run = math.sqrt(speed.run_flops_per_s * run_flops_per_s) if speed.run_flops_per_s else run_flops_per_s
+        self.shapes[key] = dataclasses.replace(speed, run_flops_per_s=run)
         self._save()
 
     def _save(self) -> None:

@@ -15,7 +15,8 @@ import torch
 from model.config import GPTConfig
 from model.flops import flops_per_token
 from train.errors import CgptError
-from train.planner import probe, scaling, timing
+from model.config import arch
+from train.planner import probe, scaling, shapes, timing
 from train.planner.plan import LOSS_MARGIN, RunCosts, estimate_seconds, make_plan, plan_for_minutes
 from train.planner.timeplan import ProbeOptions, plan_minutes
 from train.pretrain import train_config_from_plan
@@ -50,7 +51,8 @@ def test_the_whole_command_fits_the_minutes() -> None:
     assert plan.overhead_s == pytest.approx(costs.overhead(plan, SPEED)) and plan.overhead_s > 4.0 + 1.0
     # without the costs the same budget trains longer: the overhead came out of the training steps
     bare = plan_for_minutes(0.5, lambda p: SPEED.flops_per_s, 65, 128)
-    assert bare.tokens > plan.tokens and plan.est_seconds < 30 - 4.0 - 300_000 / SPEED.eval_tokens_per_s
+    work = [p.tokens * flops_per_token(p.model_config()) for p in (bare, plan)]  # FLOPs: the shapes may differ
+    assert work[0] > 1.15 * work[1] and plan.est_seconds < 30 - 4.0 - 300_000 / SPEED.eval_tokens_per_s
     assert plan.dtype == "float32" and bare.dtype == "auto"  # a bare FLOP/s figure names no dtype
 
 
@@ -146,7 +148,10 @@ def test_the_plans_dtype_reaches_the_run() -> None:
 def test_plan_minutes_with_the_real_probe_writes_and_reuses_the_profile(tmp_path: Path) -> None:
     options = ProbeOptions(seconds=0.05, profile=str(tmp_path / "p.json"))
     cpu = torch.device("cpu")
-    first = plan_minutes(0.25, 65, 32, cpu, None, options, log=lambda s: None)
+    logged: list[str] = []
+    first = plan_minutes(0.25, 65, 32, cpu, None, options, log=logged.append)
+    chosen = [line for text in logged for line in text.splitlines() if line.startswith("  >")]
+    assert len(chosen) == 1 and f"{first.n_layer} x {first.n_embd}" in chosen[0]  # the shapes weighed, shown
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["shapes"] and probe.machine_id(cpu) == saved["machine"]
     second = plan_minutes(0.25, 65, 32, cpu, None, options, log=lambda s: None)
@@ -186,22 +191,82 @@ def test_wall_clock_plans_buy_a_larger_model_only_where_small_ones_waste_the_mac
 
 def test_the_profile_learns_how_fast_planned_runs_really_train(tmp_path: Path) -> None:
     prof = timing.Profile(tmp_path / "p.json", "here")
-    prof.put("s", SPEED)
+    prof.put("ran", SPEED)
+    prof.put("probed", SPEED)
     assert prof.calibrated(SPEED) == SPEED  # nothing learned yet
-    prof.record_run(planned_tokens_per_s=40_000, real_tokens_per_s=30_000)  # runs sustain 3/4 of the probe
+    fps = SPEED.flops_per_s
+    prof.record_run("ran", 0.75 * fps)  # a run of this shape sustained 3/4 of its probe
     assert prof.calibration == pytest.approx(math.sqrt(0.75))  # halfway (in log) per run
+    ran, probed = prof.calibrated(prof.get("ran")), prof.calibrated(prof.get("probed"))
+    assert ran.flops_per_s == pytest.approx(0.75 * fps)  # the shape that ran: its own run's figure
+    assert probed.flops_per_s == pytest.approx(math.sqrt(0.75) * fps)  # the others: probe x calibration
+    assert ran.eval_tokens_per_s == probed.eval_tokens_per_s == pytest.approx(math.sqrt(0.75) * 3e5)
     for _ in range(12):
-        prof.record_run(40_000 * prof.calibration, 30_000)
+        prof.record_run("ran", 0.75 * fps)
     assert prof.calibration == pytest.approx(0.75, rel=1e-3)
+    prof.record_run("ran", 0.5 * fps)  # one slow run (a busy machine) moves the shape's figure halfway
+    assert prof.get("ran").run_flops_per_s == pytest.approx(math.sqrt(0.75 * 0.5) * fps)
     again = timing.Profile(tmp_path / "p.json", "here")  # it is saved with the shapes
     assert again.calibration == pytest.approx(prof.calibration)
+    assert again.get("ran") == prof.get("ran") and again.get("probed") == SPEED
     slow = again.calibrated(SPEED)
-    assert slow.flops_per_s == pytest.approx(0.75 * SPEED.flops_per_s, rel=1e-3)
-    assert slow.eval_tokens_per_s == pytest.approx(0.75 * SPEED.eval_tokens_per_s, rel=1e-3)
-    # a calibrated plan does 3/4 of the work in the same minutes
+    assert slow.flops_per_s == pytest.approx(prof.calibration * fps, rel=1e-9)
+    # a calibrated plan does that fraction of the work in the same minutes
     fast = plan_for_minutes(1, lambda p: SPEED, 65, 128, size_factors=(1.0,))
     real = plan_for_minutes(1, lambda p: again.calibrated(SPEED), 65, 128, size_factors=(1.0,))
     work = [p.tokens * flops_per_token(p.model_config()) for p in (fast, real)]
-    assert work[1] / work[0] == pytest.approx(0.75, rel=0.05)
-    prof.record_run(40_000, float("nan"))  # a run without a speed teaches nothing
-    assert prof.calibration == pytest.approx(0.75, rel=1e-3)
+    assert work[1] / work[0] == pytest.approx(prof.calibration, rel=0.05)
+    before = (prof.calibration, prof.get("ran"))
+    prof.record_run("ran", float("nan"))  # a run without a speed teaches nothing
+    prof.record_run("never probed", fps)  # nor one of a shape the profile does not hold
+    assert (prof.calibration, prof.get("ran")) == before and prof.get("never probed") is None
+
+
+def test_a_wall_clock_plan_takes_the_law_best_unless_a_tie_trains_more() -> None:
+    from dataclasses import replace
+
+    from train.planner.plan import WORK_GAIN, choose_for_time
+
+    law = scaling.load_law(scaling.DEFAULT_CONSTANTS)
+    E = law.constants.E
+    base = make_plan("flops", 1e12, 67, 128, arch="modern")
+
+    def cand(reducible: float, work: float) -> object:  # a plan with this predicted L - E and these FLOPs
+        steps = round(work * 1e12 / flops_per_token(base.model_config()) / base.batch_tokens)
+        return replace(base, predicted_loss=E + reducible, steps=steps, tokens=steps * base.batch_tokens)
+
+    best = cand(20.0, 1.0)
+    tied_more = cand(20.0 * (1 + LOSS_MARGIN) - 1e-6, 1.2)  # within the margin, 20% more work
+    tied_little = cand(20.1, 1.05)  # within, but under WORK_GAIN more work: noise, not a better buy
+    worse_more = cand(20.0 * (1 + LOSS_MARGIN) + 0.05, 5.0)  # the law can tell it is worse: more work is no excuse
+    assert WORK_GAIN > 1.05
+    assert choose_for_time([best, tied_little, worse_more], law) is best
+    assert choose_for_time([tied_more, best, tied_little, worse_more], law) is tied_more
+    # the order candidates come in does not matter
+    assert choose_for_time([worse_more, tied_little, best, tied_more], law) is tied_more
+
+
+def test_wall_clock_plans_take_fewer_wider_layers_where_layers_cost_time() -> None:
+    """Per-layer costs (a CPU at these sizes: each layer's operations, launches) make deep, narrow shapes slow;
+    the law sees only N and D, so the plan trades depth for speed (shapes.depth_variants)."""
+
+    def per_layer(plan):  # noqa: ANN001, ANN202
+        step_flops = flops_per_token(plan.model_config()) * plan.batch_size * plan.block_size
+        return timing.Speed(step_flops / (4e-3 * plan.n_layer + step_flops / 5e10), "float32", 3e5, 0.05)
+
+    plan = plan_for_minutes(1, per_layer, 67, 128, arch="modern")
+    usual = shapes.choose_shape(plan.params, 67, 128, arch("modern"))
+    assert plan.n_layer < usual[0]  # shallower than the planner's usual shape for that size
+
+
+def test_a_command_counts_its_time_from_the_process_start() -> None:
+    import subprocess
+    import sys
+
+    code = "import time; time.sleep(0.6); from train.planner.timing import process_age; print(process_age())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    age = float(out.stdout)
+    if Path("/proc/self/stat").exists():
+        assert 0.6 <= age < 60  # the interpreter's start and the sleep: from the process's start, not main's
+    else:
+        assert age == 0.0  # unknown where there is no /proc: the command's clock starts at main
