@@ -185,8 +185,8 @@ def depth_variants(
     target_params: float, vocab_size: int, block_size: int, arch: GPTConfig | None = None
 ) -> list[tuple[int, int]]:
     """(n_layer, n_embd) shapes of about `target_params` parameters: `choose_shape`'s, then the shallowest shape
-    at most MAX_SKEW times the reference ratio whose N is within 30% of the target (the nearest such width; widths come in coarse steps at small N), if
-    that is a different shape.
+    at most MAX_SKEW times the reference ratio whose N is within 30% of the target (the nearest such width;
+    widths come in coarse steps at small N), if that is a different shape.
 
     The law sees N and D, not the shape, and Kaplan et al. find the loss nearly indifferent to the aspect ratio;
     measured here per token it is (tinyshakespeare, the planner's recipe: 1 x 128 reached 1.899 after 774 steps of

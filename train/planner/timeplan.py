@@ -100,21 +100,3 @@ def record_run(plan: Plan, summary: dict[str, Any], device: Any, probe: ProbeOpt
         return
     profile = Profile(Path(probe.profile) if probe.profile else default_profile_path(), machine_id(device))
     profile.record_run(shape_key(plan, probe.dtype), summary["tokens_per_s"] * flops_per_token(plan.model_config()))
-
-
-def format_weighed(weighed: list[Plan], chosen: Plan, speed: Any) -> str:
-    """The shapes a --minutes plan weighed: each at the tokens its measured speed fits in the time, the law's
-    prediction for it, and the one chosen (marked >)."""
-    from model.flops import flops_per_token
-
-    lines = ["weighed (tokens each fills the time with at its measured speed; the law's predicted loss):"]
-    lines.append(f"    {'shape':>9} {'params':>9} {'tokens':>9} {'tokens/s':>9} {'predicted':>9}")
-    for plan in weighed:
-        rate = speed(plan).flops_per_s / flops_per_token(plan.model_config())
-        mark = ">" if plan is chosen else " "
-        lines.append(
-            f"  {mark} {f'{plan.n_layer} x {plan.n_embd}':>9} {plan.params / 1e3:>8.1f}k {plan.tokens / 1e6:>8.2f}M "
-            f"{rate / 1e3:>8.1f}k {plan.predicted_loss:>9.3f}"
-        )
-    return "\n".join(lines)
-

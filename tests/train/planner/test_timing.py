@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.config import GPTConfig
+from model.config import GPTConfig, arch
 from model.flops import flops_per_token
 from train.errors import CgptError
-from model.config import arch
 from train.planner import probe, scaling, shapes, timing
 from train.planner.plan import LOSS_MARGIN, RunCosts, estimate_seconds, make_plan, plan_for_minutes
 from train.planner.timeplan import ProbeOptions, plan_minutes
