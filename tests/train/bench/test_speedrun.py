@@ -45,7 +45,7 @@ def test_a_tiny_speedrun_end_to_end(tmp_path: Path) -> None:
     base = GPTConfig(vocab_size=128, block_size=16, n_layer=1, n_head=2, n_embd=32, bias=False)
     base_train = TrainConfig(max_steps=30, batch_size=4, lr=3e-3, warmup_steps=2)
     report = speedrun(
-        tmp_path / "data", tmp_path / "out", target=3.5, minutes=0.08, device="cpu",
+        tmp_path / "data", tmp_path / "out", target=3.5, minutes=0.15, device="cpu",
         probe=ProbeOptions(seconds=0.05, profile=str(tmp_path / "profile.json")), evals=5, block_size=16,
         progress=False, log=lambda *_: None, baseline=(base, base_train),
     )  # fmt: skip
@@ -58,5 +58,14 @@ def test_a_tiny_speedrun_end_to_end(tmp_path: Path) -> None:
             first = next(i for i, v in enumerate(losses) if v <= 3.5)
             assert run["time_to_target_s"] == run["curve"][first][1] <= run["train_s"]
     assert report["gpt2"]["steps"] == 30 and report["gpt2"]["optimizer"] == "adamw"
+    m, planned_losses = report["at_gpt2_final"], [loss for _, _, loss in report["planned"]["curve"]]
+    assert m["loss"] == report["gpt2"]["final_loss"] and m["gpt2_s"] == report["gpt2"]["train_s"]
+    if m["planned_s"] is None:  # the planned run never came down to the baseline's final loss
+        assert min(planned_losses) > m["loss"] and m["speedup"] is None
+    else:  # the first evaluation at or below it, and the ratio of the two training times
+        first = next(i for i, v in enumerate(planned_losses) if v <= m["loss"])
+        assert m["planned_s"] == report["planned"]["curve"][first][1]
+        assert m["speedup"] == pytest.approx(m["gpt2_s"] / m["planned_s"])
+        assert "sooner" in format_report(report)
     assert report["command"]["wall_s"] > 0 and (tmp_path / "out" / "command" / "summary.json").exists()
     assert "time to target" in format_report(report)
