@@ -19,11 +19,12 @@ caches each shape's `Speed` and, given a `timing.Profile`, reuses and records it
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -83,9 +84,13 @@ def _warm_up(work: Callable[[], None], device: torch.device, calls: int, seconds
 
 
 def _median_rate(work: Callable[[], None], units: float, device: torch.device, seconds: float, windows: int) -> float:
-    """Median over `windows` timing windows of units per second, each window >= seconds / windows and >= 1 call."""
-    rates = []
+    """Median over `windows` timing windows of units per second, each window >= seconds / windows and >= 1 call;
+    where single calls are that long (a large model's step), three windows once `seconds` are spent."""
+    rates: list[float] = []
+    spent = 0.0
     for _ in range(windows):
+        if len(rates) >= 3 and spent >= seconds:
+            break
         calls, start = 0, time.perf_counter()
         while True:
             work()
@@ -95,6 +100,7 @@ def _median_rate(work: Callable[[], None], units: float, device: torch.device, s
             if elapsed >= seconds / windows:
                 break
         rates.append(units * calls / elapsed)
+        spent += elapsed
     return statistics.median(rates)
 
 
@@ -185,6 +191,24 @@ def shape_key(plan: Plan, dtype: str) -> str:
     )
 
 
+NEAR_BATCH = 2.0  # a shape measured at a batch within this factor stands in for it (make_probe)
+
+
+def near_batch_key(key: str, batch_size: int, known: Iterable[str]) -> str | None:
+    """The key among `known` of this same shape measured at the nearest batch within NEAR_BATCH of `batch_size`,
+    if any. While a plan fills the time, a candidate's batch moves with its token count (train/planner/shapes.py
+    caps it at tokens / 200 steps), and a large model's probe costs seconds: a few percent of FLOP/s between
+    batches of 10 and 13 sequences is below the probe's own noise."""
+    head, tail = key.split(f" B={batch_size} ")
+    near = []
+    for other in known:
+        if other.startswith(head + " B=") and other.endswith(" " + tail):
+            b = int(other[len(head) + 3 :].split(" ", 1)[0])
+            if max(b, batch_size) <= NEAR_BATCH * min(b, batch_size):
+                near.append((abs(math.log(b / batch_size)), b, other))
+    return min(near)[2] if near else None
+
+
 def make_probe(
     device: torch.device,
     seconds: float = 1.0,
@@ -194,17 +218,24 @@ def make_probe(
     windows: int = 5,
 ) -> Callable[[Plan], Speed]:
     """`measure(plan) -> Speed` for `plan_for_minutes`, probing each distinct shape once per command, or never
-    when `profile` already holds it (a new measurement is saved to the profile). `dtype` auto tries
+    when `profile` already holds it (a new measurement is saved to the profile), or when the same shape was
+    measured at a batch within NEAR_BATCH of the plan's (`near_batch_key`). `dtype` auto tries
     `candidate_dtypes(device)`; a named dtype is the only one timed."""
     dtypes = candidate_dtypes(device) if dtype == "auto" else (dtype,)
-    measured: dict[str, Speed] = {}
+    measured: dict[str, Speed] = {}  # what each key answered this command
+    probed: dict[str, Speed] = {}  # what was really timed (a stand-in never stands in: no drift 6 -> 10 -> 13 ...)
 
     def measure(plan: Plan) -> Speed:
         key = shape_key(plan, dtype)
         if key not in measured:
             known = profile.get(key) if profile is not None else None
             if known is None:
+                timed = {**(profile.shapes if profile is not None else {}), **probed}
+                near = near_batch_key(key, plan.batch_size, timed)
+                known = None if near is None else timed[near]
+            if known is None:
                 known = _measure(plan.model_config(), plan.batch_size, device, seconds, seed, 2, dtypes, windows)
+                probed[key] = known
                 if profile is not None:
                     profile.put(key, known)
             measured[key] = known

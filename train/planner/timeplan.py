@@ -93,10 +93,12 @@ def format_weighed(weighed: list[Plan], chosen: Plan, speed: Any) -> str:
 def record_run(plan: Plan, summary: dict[str, Any], device: Any, probe: ProbeOptions | None = None) -> None:
     """After a --minutes run: teach the machine profile how fast this shape really trained (Profile.record_run)."""
     from model.flops import flops_per_token
-    from train.planner.probe import machine_id, shape_key
+    from train.planner.probe import machine_id, near_batch_key, shape_key
 
     probe = ProbeOptions() if probe is None else probe
     if plan.budget != "minutes" or not probe.use_profile or not summary.get("tokens_per_s"):
         return
     profile = Profile(Path(probe.profile) if probe.profile else default_profile_path(), machine_id(device))
-    profile.record_run(shape_key(plan, probe.dtype), summary["tokens_per_s"] * flops_per_token(plan.model_config()))
+    key = shape_key(plan, probe.dtype)
+    key = key if key in profile.shapes else near_batch_key(key, plan.batch_size, profile.shapes) or key
+    profile.record_run(key, summary["tokens_per_s"] * flops_per_token(plan.model_config()))

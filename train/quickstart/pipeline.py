@@ -34,8 +34,9 @@ from train.evaluation.lm import evaluate_text
 from train.evaluation.prompt import PromptConfig, prompt
 from train.finetune.config import DataFiles, FinetuneConfig, Source
 from train.finetune.recipe import finetune
-from train.planner.plan import Plan, make_plan, plan_for_minutes
+from train.planner.plan import Plan, make_plan
 from train.planner.probe import make_probe
+from train.planner.timeplan import ProbeOptions, plan_minutes, record_run
 from train.planner.vocab import vocab_for_flops
 from train.pretrain import pretrain, train_config_from_plan
 from train.quickstart.report import write_report
@@ -88,10 +89,14 @@ def prepare_stdlib(out: Path, budget: Budget, device: torch.device, block_size: 
 
 
 def plan_budget(out: Path, budget: Budget, vocab: int, block_size: int, device: torch.device,
-                probe_seconds: float) -> Plan:  # fmt: skip
+                probe_seconds: float, val_tokens: int = 0) -> Plan:  # fmt: skip
+    """The plan for the pretraining share, made as `cgpt pretrain --minutes` makes it: from the machine profile
+    where it holds the shapes (train/planner/timing.py; a second quickstart on a machine probes nothing) and
+    counting the run's evaluations and checkpoints in the share."""
     minutes = budget.seconds("pretrain") / 60
     _say(2, f"plan: probing training throughput on {device} for {minutes:.2g} minutes of pretraining ...")
-    plan = plan_for_minutes(minutes, make_probe(device, probe_seconds), vocab, block_size)
+    plan = plan_minutes(minutes, vocab, block_size, device, probe=ProbeOptions(seconds=probe_seconds),
+                        final_eval_tokens=val_tokens, log=lambda text: None)  # fmt: skip
     plan.to_json(out / "plan.json")
     print(f"      {plan.params / 1e6:.2f}M parameters ({plan.n_layer} layers x {plan.n_embd}), "
           f"{plan.tokens / 1e6:.1f}M tokens ({plan.tokens / plan.params:.0f} per parameter), "
@@ -190,8 +195,10 @@ def quickstart(out: str | Path, minutes: float = 10.0, block_size: int = 256, de
     dev = resolve_device(device)
     data, held_out = _timed(times, "prepare", lambda: prepare_stdlib(out, budget, dev, block_size, max_files,
                                                                      probe_seconds, vocab_size))  # fmt: skip
-    plan = _timed(times, "plan", lambda: plan_budget(out, budget, data["vocab_size"], block_size, dev, probe_seconds))
+    plan = _timed(times, "plan", lambda: plan_budget(out, budget, data["vocab_size"], block_size, dev, probe_seconds,
+                                                     data["val_tokens"]))  # fmt: skip
     summary, samples = _timed(times, "pretrain", lambda: pretrain_and_sample(out, plan, device, progress, prompt))
+    record_run(plan, summary, dev, ProbeOptions(seconds=probe_seconds))  # the profile learns the sustained speed
     tuned = _timed(times, "finetune", lambda: finetune_tasks(out, budget, summary["tokens_per_s"], device, progress))
     prompted = _timed(times, "prompt", lambda: prompt_package_task(out, budget, tuned["package"]["labels"], device))
     _say(6, f"evaluate: the pretrained model on {len(held_out)} held-out stdlib files")

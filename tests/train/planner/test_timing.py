@@ -269,3 +269,27 @@ def test_a_command_counts_its_time_from_the_process_start() -> None:
         assert 0.6 <= age < 60  # the interpreter's start and the sleep: from the process's start, not main's
     else:
         assert age == 0.0  # unknown where there is no /proc: the command's clock starts at main
+
+
+def test_a_shape_measured_at_a_near_batch_stands_in_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "2x64 h4/4 swiglu rmsnorm rope bias=0 tie=1 vocab=67 T=128 B={} dtype=auto"
+    known = [key.format(6), key.format(16), key.format(6).replace("2x64", "2x80"), key.format(6).replace("auto", "x")]
+    assert probe.near_batch_key(key.format(9), 9, known) == key.format(6)  # within 2x
+    assert probe.near_batch_key(key.format(11), 11, known) == key.format(16)  # the nearer, in ratio
+    assert probe.near_batch_key(key.format(3), 3, known) == key.format(6)
+    assert probe.near_batch_key(key.format(2), 2, known) is None  # 3x off: measure it
+    assert probe.near_batch_key(key.format(40), 40, known) is None
+
+    from dataclasses import replace
+
+    measured: list[int] = []
+    monkeypatch.setattr(probe, "_measure", lambda config, batch, *a, **k: measured.append(batch) or SPEED)
+    measure = probe.make_probe(torch.device("cpu"))
+    plan = make_plan("flops", 1e12, 67, 128, arch="modern")
+
+    def at(batch: int) -> object:
+        return replace(plan, batch_size=batch, batch_tokens=batch * 128, tokens=plan.steps * batch * 128)
+
+    assert measure(at(6)) is SPEED and measure(at(10)) is SPEED and measure(at(13)) is SPEED
+    assert measure(at(2)) is SPEED
+    assert measured == [6, 13, 2]  # 10 stood in for by 6; 13 measured (over 2x 6, and a stand-in never stands in)
