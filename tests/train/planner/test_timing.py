@@ -293,3 +293,26 @@ def test_a_shape_measured_at_a_near_batch_stands_in_for_it(monkeypatch: pytest.M
     assert measure(at(6)) is SPEED and measure(at(10)) is SPEED and measure(at(13)) is SPEED
     assert measure(at(2)) is SPEED
     assert measured == [6, 13, 2]  # 10 stood in for by 6; 13 measured (over 2x 6, and a stand-in never stands in)
+
+
+def test_a_run_teaches_the_profile_entry_that_stood_in_for_its_batch(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from train.planner.timeplan import record_run
+
+    cpu = torch.device("cpu")
+    options = ProbeOptions(profile=str(tmp_path / "p.json"))
+    plan = replace(make_plan("flops", 1e12, 67, 128, arch="modern"), budget="minutes", budget_value=0.5)
+    prof = timing.Profile(tmp_path / "p.json", probe.machine_id(cpu))
+    prof.put(probe.shape_key(plan, "auto"), SPEED)  # timed at the plan's batch ...
+    ran = replace(plan, batch_size=plan.batch_size + 2, batch_tokens=(plan.batch_size + 2) * 128,
+                  tokens=plan.steps * (plan.batch_size + 2) * 128)  # fmt: skip
+    tokens_per_s = 0.5 * SPEED.flops_per_s / flops_per_token(ran.model_config())
+    record_run(ran, {"tokens_per_s": tokens_per_s}, cpu, options)  # ... a run at a batch it stood in for
+    again = timing.Profile(tmp_path / "p.json", probe.machine_id(cpu))
+    assert list(again.shapes) == [probe.shape_key(plan, "auto")]  # no new entry: the stand-in learnt
+    assert again.shapes[probe.shape_key(plan, "auto")].run_flops_per_s == pytest.approx(0.5 * SPEED.flops_per_s)
+    record_run(
+        ran, {"tokens_per_s": tokens_per_s}, cpu, ProbeOptions(profile=str(tmp_path / "p.json"), use_profile=False)
+    )
+    assert timing.Profile(tmp_path / "p.json", probe.machine_id(cpu)).shapes == again.shapes  # --no-profile: nothing
